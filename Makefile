@@ -1,0 +1,30 @@
+# basisit — one command per level. `make test` is what CI runs (.ci/run).
+VENV := .venv
+BIN := $(VENV)/bin
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+
+.PHONY: setup lint test unit lab-test clean-lab help
+
+help:
+	@echo "make setup     Debian packages + .venv with pinned dependencies (idempotent)"
+	@echo "make lint      ruff, yamllint, ansible-lint (production profile)"
+	@echo "make unit      unit tests (no root, no lab)"
+	@echo "make lab-test  lab integration tests (root; real systemd-nspawn hosts)"
+	@echo "make test      setup + lint + every test (what CI runs)"
+
+setup:
+	@bash scripts/setup.sh
+
+lint: setup
+	$(BIN)/ruff check basisit tests stacks plugins bench
+	$(BIN)/ruff format --check basisit tests stacks plugins bench
+	$(BIN)/yamllint -s .
+	$(BIN)/ansible-lint --profile production --offline -q
+
+unit: setup
+	$(BIN)/pytest -m "not lab" -n 2 tests/unit
+
+lab-test: setup
+	$(BIN)/pytest -m lab tests/lab
+
+test: setup lint unit lab-test
