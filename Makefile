@@ -2,6 +2,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: setup lint test unit lab-test clean-lab help
 

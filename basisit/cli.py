@@ -76,7 +76,9 @@ def cmd_inventory_show(args: argparse.Namespace) -> int:
     head = [f"{site.name} ({site.slug})", f"domain {site.domain}"]
     if site.kommune:
         head.append(f"AGS {d['ags']}, {d['district']}, {d['population']} inhabitants ({d['population_date']})")
-        head.append(f"wave {d['wave']}, size {d['size']}, net_index {d['net_index']}, block {d['block']}, NetBIOS {d['netbios']}")
+        head.append(
+            f"wave {d['wave']}, size {d['size']}, net_index {d['net_index']}, block {d['block']}, NetBIOS {d['netbios']}"
+        )
     print("\n".join(head) + "\n")
     print(ipplan.table([z.to_dict() for z in site.zones.values()], ["name", "cidr", "gateway", "description"]))
     print()
@@ -130,7 +132,9 @@ def cmd_facts_import(args: argparse.Namespace) -> int:
     try:
         raw = json.loads(sys.stdin.read() if args.file == "-" else path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise UsageError(f"{args.file}: cannot read JSON ({e}); expected the output of `pulumi stack output --json`")
+        raise UsageError(
+            f"{args.file}: cannot read JSON ({e}); expected the output of `pulumi stack output --json`"
+        ) from None
     # `pulumi stack output --json` prints all outputs; the site facts are the `site_facts` output.
     doc = raw.get("site_facts", raw) if isinstance(raw, dict) else raw
     try:
@@ -149,7 +153,12 @@ def cmd_facts_import(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="basisit", description=__doc__.splitlines()[0])
-    p.add_argument("--inventory", type=Path, default=default_inventory(), help="inventory directory (default: ./inventory or $BASISIT_INVENTORY)")
+    p.add_argument(
+        "--inventory",
+        type=Path,
+        default=default_inventory(),
+        help="inventory directory (default: ./inventory or $BASISIT_INVENTORY)",
+    )
     p.add_argument("--state", default=None, help="state directory (default: ./.basisit or $BASISIT_STATE)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 

@@ -74,7 +74,9 @@ def check_against_model(doc: dict, site: model.Site, source: str = "site facts")
         raise FactsError("\n".join(f"{source}: {p}" for p in problems))
 
 
-def build(site: model.Site, backend: str, standard_version: int, hosts: dict[str, dict], ssh: dict | None = None) -> dict:
+def build(
+    site: model.Site, backend: str, standard_version: int, hosts: dict[str, dict], ssh: dict | None = None
+) -> dict:
     doc: dict[str, Any] = {
         "schema": "basisit/site-facts",
         "version": 1,

@@ -6,6 +6,7 @@ Whatever the input, nothing else escapes: a broken file is reported, never a tra
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -150,7 +151,14 @@ def _check_standard(std: schema.StandardFile, f: str) -> list[Problem]:
         start = z.index * 2 ** (32 - z.prefix)
         end = start + 2 ** (32 - z.prefix)
         if z.prefix < a.block_prefix or end > block_size:
-            p.append(Problem(f, w, f"addressing.zones.{zname}", f"/{z.prefix} index {z.index} lies outside the /{a.block_prefix} block"))
+            p.append(
+                Problem(
+                    f,
+                    w,
+                    f"addressing.zones.{zname}",
+                    f"/{z.prefix} index {z.index} lies outside the /{a.block_prefix} block",
+                )
+            )
         for other, (s2, e2) in spans:
             if start < e2 and s2 < end:
                 p.append(Problem(f, w, f"addressing.zones.{zname}", f"overlaps zone {other}; expected disjoint zones"))
@@ -159,7 +167,11 @@ def _check_standard(std: schema.StandardFile, f: str) -> list[Problem]:
     for kind, hk in std.host_kinds.items():
         for r in hk.roles:
             if r not in known_roles:
-                p.append(Problem(f, w, f"host_kinds.{kind}.roles", f"unknown role {r!r}; expected one of {sorted(known_roles)}"))
+                p.append(
+                    Problem(
+                        f, w, f"host_kinds.{kind}.roles", f"unknown role {r!r}; expected one of {sorted(known_roles)}"
+                    )
+                )
         for size in schema.SIZE_CLASSES:
             if size not in hk.count:
                 p.append(Problem(f, w, f"host_kinds.{kind}.count.{size}", "count missing for this size class"))
@@ -177,9 +189,23 @@ def _check_standard(std: schema.StandardFile, f: str) -> list[Problem]:
             target = val.split(":", 1)
             if len(target) == 2 and target[0] == "zentral":
                 if target[1] not in ZENTRAL_ROLES:
-                    p.append(Problem(f, w, f"allow[{i}].{key}", f"unknown zentral role {target[1]!r}; expected one of {sorted(ZENTRAL_ROLES)}"))
+                    p.append(
+                        Problem(
+                            f,
+                            w,
+                            f"allow[{i}].{key}",
+                            f"unknown zentral role {target[1]!r}; expected one of {sorted(ZENTRAL_ROLES)}",
+                        )
+                    )
             elif val not in zones | known_roles | {"any"}:
-                p.append(Problem(f, w, f"allow[{i}].{key}", f"unknown zone or role {val!r}; expected a zone, a role, 'any' or 'zentral:<role>'"))
+                p.append(
+                    Problem(
+                        f,
+                        w,
+                        f"allow[{i}].{key}",
+                        f"unknown zone or role {val!r}; expected a zone, a role, 'any' or 'zentral:<role>'",
+                    )
+                )
     return p
 
 
@@ -188,7 +214,11 @@ def _check_zentral(z: schema.ZentralFile, std: schema.StandardFile, f: str) -> l
     w = "zentral"
     for name, zone in z.zones.items():
         if not zone.cidr.subnet_of(std.addressing.supernet):
-            p.append(Problem(f, w, f"zones.{name}.cidr", f"{zone.cidr} is outside the Land supernet {std.addressing.supernet}"))
+            p.append(
+                Problem(
+                    f, w, f"zones.{name}.cidr", f"{zone.cidr} is outside the Land supernet {std.addressing.supernet}"
+                )
+            )
     items = list(z.zones.items())
     for i, (n1, z1) in enumerate(items):
         for n2, z2 in items[i + 1 :]:
@@ -201,10 +231,14 @@ def _check_zentral(z: schema.ZentralFile, std: schema.StandardFile, f: str) -> l
         seen.add(h.name)
         for r in h.roles:
             if r not in ZENTRAL_ROLES:
-                p.append(Problem(f, w, f"hosts[{i}].roles", f"unknown role {r!r}; expected one of {sorted(ZENTRAL_ROLES)}"))
+                p.append(
+                    Problem(f, w, f"hosts[{i}].roles", f"unknown role {r!r}; expected one of {sorted(ZENTRAL_ROLES)}")
+                )
         for zone, n in h.addresses.items():
             if zone not in z.zones:
-                p.append(Problem(f, w, f"hosts[{i}].addresses.{zone}", f"unknown zone; expected one of {sorted(z.zones)}"))
+                p.append(
+                    Problem(f, w, f"hosts[{i}].addresses.{zone}", f"unknown zone; expected one of {sorted(z.zones)}")
+                )
             elif not 1 <= n < z.zones[zone].cidr.num_addresses - 1:
                 p.append(Problem(f, w, f"hosts[{i}].addresses.{zone}", f"host number {n} outside {z.zones[zone].cidr}"))
     if "vpn" not in z.zones:
@@ -220,27 +254,77 @@ def _check_kommune(k: schema.KommuneFile, slug: str, std: schema.StandardFile, f
     if not SLUG.match(slug):
         p.append(Problem(f, w, "slug", f"{slug!r} is not a valid slug; expected lower-case ASCII words joined by '-'"))
     if not re.fullmatch(r"\d{8}", k.ags):
-        p.append(Problem(f, w, "ags", f"{k.ags!r} is not 8 digits; expected the Amtlicher Gemeindeschlüssel, e.g. '10045111'"))
+        p.append(
+            Problem(
+                f, w, "ags", f"{k.ags!r} is not 8 digits; expected the Amtlicher Gemeindeschlüssel, e.g. '10045111'"
+            )
+        )
     elif not k.ags.startswith(SAARLAND_AGS_PREFIX) or k.ags[2:5] not in SAARLAND_DISTRICTS:
-        p.append(Problem(f, w, "ags", f"{k.ags!r} is not a Saarland code; expected '10' + a Saarland district key ({', '.join(sorted(SAARLAND_DISTRICTS))})"))
+        p.append(
+            Problem(
+                f,
+                w,
+                "ags",
+                f"{k.ags!r} is not a Saarland code; expected '10' + a Saarland district key ({', '.join(sorted(SAARLAND_DISTRICTS))})",
+            )
+        )
     elif SAARLAND_DISTRICTS[k.ags[2:5]] != k.district:
-        p.append(Problem(f, w, "district", f"{k.district!r} does not match the AGS district key {k.ags[2:5]}; expected {SAARLAND_DISTRICTS[k.ags[2:5]]!r}"))
+        p.append(
+            Problem(
+                f,
+                w,
+                "district",
+                f"{k.district!r} does not match the AGS district key {k.ags[2:5]}; expected {SAARLAND_DISTRICTS[k.ags[2:5]]!r}",
+            )
+        )
     if k.population.count < 0:
-        p.append(Problem(f, w, "population.count", f"{k.population.count} is negative; expected a number of inhabitants >= 0"))
+        p.append(
+            Problem(
+                f, w, "population.count", f"{k.population.count} is negative; expected a number of inhabitants >= 0"
+            )
+        )
     if str(k.wave) not in {str(x) for x in std.waves}:
         p.append(Problem(f, w, "wave", f"unknown wave {k.wave!r}; expected one of {[str(x) for x in std.waves]}"))
     if k.size is not None and k.size not in schema.SIZE_CLASSES:
         p.append(Problem(f, w, "size", f"unknown size class {k.size!r}; expected one of {list(schema.SIZE_CLASSES)}"))
     hi = model.max_net_index(std)
     if not 1 <= k.net_index <= hi:
-        p.append(Problem(f, w, "net_index", f"{k.net_index} is out of range; expected 1..{hi} (blocks of /{std.addressing.block_prefix} in {std.addressing.supernet})"))
+        p.append(
+            Problem(
+                f,
+                w,
+                "net_index",
+                f"{k.net_index} is out of range; expected 1..{hi} (blocks of /{std.addressing.block_prefix} in {std.addressing.supernet})",
+            )
+        )
     labels = k.ad_domain.split(".")
-    if not (k.ad_domain == k.ad_domain.lower() and len(labels) >= 2 and all(DNS_LABEL.match(x) for x in labels) and len(k.ad_domain) <= 253):
-        p.append(Problem(f, w, "ad_domain", f"{k.ad_domain!r} is not a valid DNS domain; expected lower-case labels such as '{slug}.{std.services.ad.domain_suffix}'"))
+    if not (
+        k.ad_domain == k.ad_domain.lower()
+        and len(labels) >= 2
+        and all(DNS_LABEL.match(x) for x in labels)
+        and len(k.ad_domain) <= 253
+    ):
+        p.append(
+            Problem(
+                f,
+                w,
+                "ad_domain",
+                f"{k.ad_domain!r} is not a valid DNS domain; expected lower-case labels such as '{slug}.{std.services.ad.domain_suffix}'",
+            )
+        )
     elif labels[-1] == "local":
-        p.append(Problem(f, w, "ad_domain", "'.local' is reserved for mDNS; expected a domain under the standard's suffix"))
+        p.append(
+            Problem(f, w, "ad_domain", "'.local' is reserved for mDNS; expected a domain under the standard's suffix")
+        )
     if not NETBIOS.match(k.netbios):
-        p.append(Problem(f, w, "netbios", f"{k.netbios!r} is not a valid NetBIOS domain name; expected 1-15 upper-case letters, digits or '-'"))
+        p.append(
+            Problem(
+                f,
+                w,
+                "netbios",
+                f"{k.netbios!r} is not a valid NetBIOS domain name; expected 1-15 upper-case letters, digits or '-'",
+            )
+        )
     seen_host: dict[str, int] = {}
     seen_idx: dict[int, int] = {}
     reserved = {f"{kind}{n}" for kind in std.host_kinds for n in range(1, 10)} | set(std.host_kinds)
@@ -248,14 +332,39 @@ def _check_kommune(k: schema.KommuneFile, slug: str, std: schema.StandardFile, f
     for i, ep in enumerate(k.endpoints):
         fld = f"endpoints[{i}]"
         if not HOSTNAME.match(ep.hostname) or len(ep.hostname) > 15:
-            p.append(Problem(f, w, f"{fld}.hostname", f"{ep.hostname!r} is not a valid hostname; expected 1-15 lower-case letters, digits or '-' (NetBIOS limit)"))
+            p.append(
+                Problem(
+                    f,
+                    w,
+                    f"{fld}.hostname",
+                    f"{ep.hostname!r} is not a valid hostname; expected 1-15 lower-case letters, digits or '-' (NetBIOS limit)",
+                )
+            )
         elif ep.hostname in reserved:
-            p.append(Problem(f, w, f"{fld}.hostname", f"{ep.hostname!r} is reserved for the site's servers; expected another name"))
+            p.append(
+                Problem(
+                    f,
+                    w,
+                    f"{fld}.hostname",
+                    f"{ep.hostname!r} is reserved for the site's servers; expected another name",
+                )
+            )
         if ep.hostname in seen_host:
-            p.append(Problem(f, w, f"{fld}.hostname", f"duplicate endpoint hostname {ep.hostname!r} (also endpoints[{seen_host[ep.hostname]}])"))
+            p.append(
+                Problem(
+                    f,
+                    w,
+                    f"{fld}.hostname",
+                    f"duplicate endpoint hostname {ep.hostname!r} (also endpoints[{seen_host[ep.hostname]}])",
+                )
+            )
         seen_host.setdefault(ep.hostname, i)
         if ep.index in seen_idx:
-            p.append(Problem(f, w, f"{fld}.index", f"duplicate endpoint index {ep.index} (also endpoints[{seen_idx[ep.index]}])"))
+            p.append(
+                Problem(
+                    f, w, f"{fld}.index", f"duplicate endpoint index {ep.index} (also endpoints[{seen_idx[ep.index]}])"
+                )
+            )
         seen_idx.setdefault(ep.index, i)
         if client is not None:
             room = 2 ** (32 - client.prefix) - 2 - std.addressing.endpoint_first_host
@@ -266,9 +375,17 @@ def _check_kommune(k: schema.KommuneFile, slug: str, std: schema.StandardFile, f
     return p
 
 
-def _check_estate(kommunen: dict[str, tuple[schema.KommuneFile, str]], zentral: model.Site | None, std: schema.StandardFile) -> list[Problem]:
+def _check_estate(
+    kommunen: dict[str, tuple[schema.KommuneFile, str]], zentral: model.Site | None, std: schema.StandardFile
+) -> list[Problem]:
     p: list[Problem] = []
-    for fld, key in (("ags", lambda k: k.ags), ("net_index", lambda k: k.net_index), ("ad_domain", lambda k: k.ad_domain.lower()), ("netbios", lambda k: k.netbios.upper()), ("name", lambda k: k.name)):
+    for fld, key in (
+        ("ags", lambda k: k.ags),
+        ("net_index", lambda k: k.net_index),
+        ("ad_domain", lambda k: k.ad_domain.lower()),
+        ("netbios", lambda k: k.netbios.upper()),
+        ("name", lambda k: k.name),
+    ):
         groups: dict[Any, list[str]] = defaultdict(list)
         for slug, (k, _f) in kommunen.items():
             groups[key(k)].append(slug)
@@ -276,19 +393,35 @@ def _check_estate(kommunen: dict[str, tuple[schema.KommuneFile, str]], zentral: 
             if len(slugs) > 1:
                 for slug in slugs:
                     others = ", ".join(s for s in slugs if s != slug)
-                    p.append(Problem(kommunen[slug][1], slug, fld, f"duplicate {fld} {value!r} (also used by {others}); expected a unique value"))
+                    p.append(
+                        Problem(
+                            kommunen[slug][1],
+                            slug,
+                            fld,
+                            f"duplicate {fld} {value!r} (also used by {others}); expected a unique value",
+                        )
+                    )
     slugs_seen: dict[str, str] = {}
     for slug, (k, f) in kommunen.items():
         if k.slug in slugs_seen and slugs_seen[k.slug] != slug:
             p.append(Problem(f, slug, "slug", f"duplicate slug {k.slug!r} (also {slugs_seen[k.slug]})"))
         slugs_seen.setdefault(k.slug, slug)
     hi = model.max_net_index(std)
-    blocks = {slug: model.kommune_block(std, k.net_index) for slug, (k, _f) in kommunen.items() if 1 <= k.net_index <= hi}
+    blocks = {
+        slug: model.kommune_block(std, k.net_index) for slug, (k, _f) in kommunen.items() if 1 <= k.net_index <= hi
+    }
     if zentral is not None:
         for slug, block in blocks.items():
             for zname, zone in zentral.zones.items():
                 if block.overlaps(zone.network):
-                    p.append(Problem(kommunen[slug][1], slug, "net_index", f"block {block} overlaps the zentral zone {zname} ({zone.network}); expected a net_index whose block is free"))
+                    p.append(
+                        Problem(
+                            kommunen[slug][1],
+                            slug,
+                            "net_index",
+                            f"block {block} overlaps the zentral zone {zname} ({zone.network}); expected a net_index whose block is free",
+                        )
+                    )
     return p
 
 
@@ -300,7 +433,16 @@ def load_estate(inventory: str | Path) -> model.Estate:
     root = Path(inventory)
     problems: list[Problem] = []
     if not root.is_dir():
-        raise InventoryError([Problem(str(root), "-", "-", "inventory directory not found; expected a directory with standard.yaml, zentral.yaml and kommunen/")])
+        raise InventoryError(
+            [
+                Problem(
+                    str(root),
+                    "-",
+                    "-",
+                    "inventory directory not found; expected a directory with standard.yaml, zentral.yaml and kommunen/",
+                )
+            ]
+        )
     std_path = root / "standard.yaml"
     raw = _read_yaml(std_path, "standard", problems)
     std = _parse(schema.StandardFile, raw, std_path, "standard", problems) if raw is not None else None
@@ -351,10 +493,12 @@ def load_estate(inventory: str | Path) -> model.Estate:
     # Overlaps between derived networks (catches a standard whose zones escape the block).
     nets = [(s.slug, z.name, z.network) for s in [zentral, *sites.values()] for z in s.zones.values()]
     nets.sort(key=lambda t: (int(t[2].network_address), t[2].prefixlen))
-    for (s1, z1, n1), (s2, z2, n2) in zip(nets, nets[1:]):
+    for (s1, z1, n1), (s2, z2, n2) in itertools.pairwise(nets):
         if n1.overlaps(n2) and s1 != s2:
             f = kommunen[s2][1] if s2 in kommunen else str(z_path)
-            problems.append(Problem(f, s2, f"zones.{z2}", f"{n2} overlaps {s1} zone {z1} ({n1}); expected disjoint networks"))
+            problems.append(
+                Problem(f, s2, f"zones.{z2}", f"{n2} overlaps {s1} zone {z1} ({n1}); expected disjoint networks")
+            )
     if problems:
         raise InventoryError(problems)
     return model.Estate(standard=std, zentral=zentral, kommunen=sites, sources={s: kommunen[s][1] for s in sites})
