@@ -1,0 +1,41 @@
+"""Shared fixtures: a private copy of the shipped inventory that tests may break."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from basisit import cli
+
+ROOT = Path(__file__).resolve().parents[2]
+INVENTORY = ROOT / "inventory"
+
+
+@pytest.fixture
+def inv(tmp_path: Path) -> Path:
+    """A copy of inventory/ (model files only) in a temporary directory."""
+    dst = tmp_path / "inventory"
+    shutil.copytree(INVENTORY, dst, ignore=shutil.ignore_patterns("group_vars", "basisit.yml"))
+    return dst
+
+
+def edit(path: Path, change) -> None:
+    """Load a YAML file, let `change(data)` modify it, write it back."""
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    change(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+
+
+@pytest.fixture
+def run(capsys):
+    """Run the CLI in-process; returns (exit status, stdout, stderr)."""
+
+    def _run(*argv: str) -> tuple[int, str, str]:
+        rc = cli.main([str(a) for a in argv])
+        out = capsys.readouterr()
+        return rc, out.out, out.err
+
+    return _run
