@@ -17,8 +17,8 @@ setup:
 	@bash scripts/setup.sh
 
 lint: setup
-	$(BIN)/ruff check basisit tests stacks plugins bench
-	$(BIN)/ruff format --check basisit tests stacks plugins bench
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/yamllint -s .
 	$(BIN)/ansible-lint --profile production --offline -q
 

@@ -86,6 +86,8 @@ class InventoryModule(BaseInventoryPlugin):
         inv.add_group("kommunen")
         inv.add_group("not_realised")
         inv.set_variable("all", "basisit_standard", std.model_dump(mode="json", by_alias=True))
+        # Where lab secrets (mode 0600) and other runtime state live on the control host.
+        inv.set_variable("all", "basisit_state_dir", state)
         for site in estate.sites:
             try:
                 facts = sitefacts.read(Path(state), site.slug)
