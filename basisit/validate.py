@@ -414,7 +414,14 @@ def _check_estate(
         vpn = zentral.zones.get("vpn")
         for slug, (k, f) in kommunen.items():
             if vpn is not None and 1 <= k.net_index <= hi and k.net_index > vpn.network.num_addresses - 2:
-                p.append(Problem(f, slug, "net_index", f"{k.net_index} has no tunnel address in the zentral vpn zone {vpn.network}; expected at most {vpn.network.num_addresses - 2}"))
+                p.append(
+                    Problem(
+                        f,
+                        slug,
+                        "net_index",
+                        f"{k.net_index} has no tunnel address in the zentral vpn zone {vpn.network}; expected at most {vpn.network.num_addresses - 2}",
+                    )
+                )
         for slug, block in blocks.items():
             for zname, zone in zentral.zones.items():
                 if block.overlaps(zone.network):
