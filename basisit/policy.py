@@ -1,0 +1,234 @@
+"""The standard's `allow` matrix resolved into concrete flows: the one resolver.
+
+Every consumer that filters traffic or checks it uses this module: the OpenStack security groups
+(basisit.cloud), the gateway's nftables rules and the reachability compliance checks. Pure
+functions of the model; no I/O.
+
+Names in a rule's `from`/`to`:
+
+- a zone of the Kommune (`client`, `server`, ...)  -> that zone's network
+- a role (`ad_dc`, `file_server`, ...)             -> each host of the site with that role (/32)
+- `any` (only in `to`)                             -> each host of the site (/32)
+- `zentral:<role>`                                 -> each zentral host with that role (/32)
+
+A flow's destination address is the host's address in the source zone when it has one (a client
+reaches the gateway at its client address), else its primary address. The matrix is written
+for a Kommune; `flows(estate, zentral)` is what reaches zentral hosts: each Kommune's flows to
+`zentral:<role>`, plus rules from `zentral:<role>` to `any`, applied to zentral's own hosts.
+Nothing ever resolves to 0.0.0.0/0 or to another Kommune's networks.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from basisit.model import Estate, Host, Site
+
+ZENTRAL_PREFIX = "zentral:"
+ANY = "any"
+
+
+class PolicyError(ValueError):
+    """A rule names something the model does not have."""
+
+
+@dataclass(frozen=True, order=True)
+class Flow:
+    """One allowed connection: `src` may open `proto`/`port` to `dst`."""
+
+    rule: str  # the allow rule's name, e.g. client-dns
+    site: str  # the Kommune (or zentral) whose matrix produced the flow
+    src: ipaddress.IPv4Network
+    dst: ipaddress.IPv4Network  # a host /32, or a zone network when `to` names a zone
+    src_hosts: tuple[str, ...]  # model hosts (Host.name) with an address in src
+    dst_hosts: tuple[str, ...]  # model hosts (Host.name) the flow reaches
+    proto: str  # tcp or udp
+    port: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.rule}: {self.src} -> {self.dst} {self.proto}/{self.port}"
+
+
+@dataclass(frozen=True)
+class _End:
+    """One resolved end of a rule: a network and the hosts in it."""
+
+    net: ipaddress.IPv4Network
+    hosts: tuple[Host, ...]
+
+
+def _host_net(addr: ipaddress.IPv4Address) -> ipaddress.IPv4Network:
+    return ipaddress.IPv4Network((int(addr), 32))
+
+
+def _zentral_role(estate: Estate, role: str, rule: str) -> list[Host]:
+    hosts = estate.zentral.hosts_with_role(role)
+    if not hosts:
+        raise PolicyError(f"allow rule {rule}: no zentral host has role {role!r}")
+    return hosts
+
+
+def _is_zone(site: Site, name: str) -> bool:
+    return name in site.zones
+
+
+def _resolve_src(estate: Estate, site: Site, name: str, rule: str) -> list[_End]:
+    if name.startswith(ZENTRAL_PREFIX):
+        return [_End(_host_net(h.address), (h,)) for h in _zentral_role(estate, name[len(ZENTRAL_PREFIX) :], rule)]
+    if _is_zone(site, name):
+        net = site.zones[name].network
+        return [_End(net, tuple(h for h in site.hosts if name in h.addresses))]
+    hosts = site.hosts_with_role(name)
+    if not hosts and not _known_role(estate, name):
+        raise PolicyError(f"allow rule {rule}: `from: {name}` is neither a zone, a role nor zentral:<role>")
+    return [_End(_host_net(h.address), (h,)) for h in hosts]
+
+
+def _dst_address(h: Host, src_zone: str | None) -> ipaddress.IPv4Address:
+    if src_zone is not None and src_zone in h.addresses:
+        return h.addresses[src_zone]
+    return h.address
+
+
+def _resolve_dst(estate: Estate, site: Site, name: str, rule: str, src_zone: str | None) -> list[_End]:
+    if name.startswith(ZENTRAL_PREFIX):
+        return [_End(_host_net(h.address), (h,)) for h in _zentral_role(estate, name[len(ZENTRAL_PREFIX) :], rule)]
+    if name == ANY:
+        hosts = list(site.hosts)
+    elif _is_zone(site, name):
+        return [_End(site.zones[name].network, tuple(h for h in site.hosts if name in h.addresses))]
+    else:
+        hosts = site.hosts_with_role(name)
+        if not hosts and not _known_role(estate, name):
+            raise PolicyError(f"allow rule {rule}: `to: {name}` is neither a zone, a role, any nor zentral:<role>")
+    return [_End(_host_net(_dst_address(h, src_zone)), (h,)) for h in hosts]
+
+
+def _known_role(estate: Estate, role: str) -> bool:
+    std = estate.standard
+    roles = {r for k in std.host_kinds.values() for r in k.roles} | set(std.endpoints.roles)
+    return role in roles
+
+
+def _expand(rule, site: str, srcs: list[_End], dsts: list[_End]) -> list[Flow]:
+    out = []
+    for s in srcs:
+        for d in dsts:
+            if s.hosts and d.hosts and s.net.prefixlen == 32 and s.hosts == d.hosts:
+                continue  # a host never needs a rule to itself
+            for proto in rule.proto:
+                for port in rule.ports:
+                    out.append(
+                        Flow(
+                            rule=rule.name,
+                            site=site,
+                            src=s.net,
+                            dst=d.net,
+                            src_hosts=tuple(h.name for h in s.hosts),
+                            dst_hosts=tuple(h.name for h in d.hosts),
+                            proto=proto,
+                            port=port,
+                        )
+                    )
+    return out
+
+
+def _kommune_flows(estate: Estate, site: Site) -> list[Flow]:
+    flows: list[Flow] = []
+    for rule in estate.standard.allow:
+        src_z = rule.src.startswith(ZENTRAL_PREFIX)
+        dst_z = rule.to.startswith(ZENTRAL_PREFIX)
+        if src_z and dst_z:
+            continue  # zentral-internal; see _zentral_flows
+        srcs = _resolve_src(estate, site, rule.src, rule.name)
+        src_zone = rule.src if _is_zone(site, rule.src) else None
+        dsts = _resolve_dst(estate, site, rule.to, rule.name, src_zone)
+        flows += _expand(rule, site.slug, srcs, dsts)
+    return flows
+
+
+def _zentral_flows(estate: Estate) -> list[Flow]:
+    z = estate.zentral
+    zentral_hosts = {h.name for h in z.hosts}
+    flows: list[Flow] = []
+    for site in estate.kommunen.values():
+        flows += [f for f in _kommune_flows(estate, site) if set(f.dst_hosts) <= zentral_hosts]
+    for rule in estate.standard.allow:
+        if not rule.src.startswith(ZENTRAL_PREFIX):
+            continue
+        srcs = _resolve_src(estate, z, rule.src, rule.name)
+        if rule.to == ANY:
+            dsts = [_End(_host_net(h.address), (h,)) for h in z.hosts]
+        elif rule.to.startswith(ZENTRAL_PREFIX):
+            dsts = _resolve_dst(estate, z, rule.to, rule.name, None)
+        else:
+            continue  # names a Kommune zone or role: applied per Kommune
+        flows += _expand(rule, z.slug, srcs, dsts)
+    return flows
+
+
+def flows(estate: Estate, site: Site | str) -> list[Flow]:
+    """Every flow that starts or ends at a host or zone of `site` (sorted, without duplicates)."""
+    s = estate.site(site) if isinstance(site, str) else site
+    found = _zentral_flows(estate) if s.is_zentral else _kommune_flows(estate, s)
+    return sorted(set(found))
+
+
+def inbound(estate: Estate, host: Host) -> list[Flow]:
+    """Flows whose destination includes `host`: what its firewall must admit."""
+    return [f for f in flows(estate, host.site) if host.name in f.dst_hosts]
+
+
+def outbound(estate: Estate, host: Host) -> list[Flow]:
+    """Flows `host` may open (as a member of the source zone or as the source host)."""
+    return [f for f in flows(estate, host.site) if host.name in f.src_hosts]
+
+
+def transit(estate: Estate, site: Site) -> list[Flow]:
+    """Flows the site's router (gateway) forwards: those whose source is not in the destination's zone."""
+    out = []
+    for f in flows(estate, site):
+        if not any(f.src.subnet_of(z.network) and f.dst.subnet_of(z.network) for z in site.zones.values()):
+            out.append(f)
+    return out
+
+
+def allowed(estate: Estate, site: Site, src: ipaddress.IPv4Address, dst: ipaddress.IPv4Address, proto: str, port: int) -> Flow | None:
+    """The flow that admits src -> dst proto/port, or None when the matrix drops it."""
+    for f in flows(estate, site):
+        if f.proto == proto and f.port == port and src in f.src and dst in f.dst:
+            return f
+    return None
+
+
+def site_networks(site: Site) -> list[ipaddress.IPv4Network]:
+    """The networks a site owns (its block, or zentral's zones)."""
+    return [site.block] if site.block is not None else [z.network for z in site.zones.values()]
+
+
+def foreign(estate: Estate, site: Site, net: ipaddress.IPv4Network) -> bool:
+    """True when `net` overlaps a Kommune other than `site` (zentral is shared, never foreign)."""
+    for other in estate.kommunen.values():
+        if other.slug == site.slug:
+            continue
+        if any(net.overlaps(n) for n in site_networks(other)):
+            return True
+    return False
+
+
+__all__ = [
+    "ANY",
+    "ZENTRAL_PREFIX",
+    "Flow",
+    "PolicyError",
+    "allowed",
+    "flows",
+    "foreign",
+    "inbound",
+    "outbound",
+    "site_networks",
+    "transit",
+]
+
