@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup lint test unit lab-test clean-lab help
+.PHONY: setup lint test unit lab-test lab help
 
 help:
 	@echo "make setup     Debian packages + .venv with pinned dependencies (idempotent)"
@@ -12,6 +12,7 @@ help:
 	@echo "make unit      unit tests (no root, no lab)"
 	@echo "make lab-test  lab integration tests (root; real systemd-nspawn hosts)"
 	@echo "make test      setup + lint + every test (what CI runs)"
+	@echo "make lab       setup + roll the model Kommunen out in the local lab and verify them"
 
 setup:
 	@bash scripts/setup.sh
@@ -29,3 +30,8 @@ lab-test: setup
 	$(BIN)/pytest -m lab tests/lab
 
 test: setup lint unit lab-test
+
+# The main job: the four model Kommunen and zentral, from nothing to verified, in the local lab.
+lab: setup
+	$(BIN)/basisit rollout --wave modell --backend lab
+	@echo "dashboard: $(CURDIR)/.basisit/reports/index.html"
