@@ -1,0 +1,454 @@
+"""`lab up`, `lab down`, `lab status`: realise, remove and report sites. Orchestration only.
+
+Every name the lab creates is recorded when created (host.json per machine, sites/<slug>.json
+per site) and derived from the model (basisit.lab.names); clean-up deletes exact names only.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from basisit import model, sitefacts
+from basisit.lab import host, image, names, plan, ssh, system
+from basisit.lab.system import LabError
+
+Out = Callable[[str], None]
+SSH_READY_SECONDS = 180
+NETWORK_DIR = "/etc/systemd/network"
+FORWARD_COMMENT = "basisit-lab"
+UNREACHABLE_METRIC = "4000"  # below the lab's route: supernet traffic never leaves by the uplink
+
+
+def lab_dir(state: Path) -> Path:
+    return state / "lab"
+
+
+def site_record_path(state: Path, slug: str) -> Path:
+    return lab_dir(state) / "sites" / f"{slug}.json"
+
+
+def site_records(state: Path) -> dict[str, dict]:
+    d = lab_dir(state) / "sites"
+    out = {}
+    if d.is_dir():
+        for p in sorted(d.glob("*.json")):
+            try:
+                out[p.stem] = json.loads(p.read_text(encoding="utf-8"))
+            except ValueError:
+                continue
+    return out
+
+
+def preflight(need_image_tools: bool = False) -> None:
+    system.require_root()
+    tools = ["systemd-nspawn", "ip", "ssh", "ssh-keygen", "mount"]
+    if need_image_tools:
+        tools.append("debootstrap")
+    missing = system.missing_tools(tools)
+    if missing:
+        raise system.LabEnvError(
+            f"{', '.join(missing)} not found; run `make setup` (installs debootstrap, systemd-container)"
+        )
+    system.check_cgroups()
+
+
+# --- control host networking -----------------------------------------------------------------
+
+
+def _routes(dest: str) -> list[dict]:
+    return json.loads(system.run(["ip", "-j", "route", "show", "exact", dest]) or "[]")
+
+
+def ensure_control(estate: model.Estate, pfx: str) -> list[str]:
+    """The operator's address on zentral's management bridge and the supernet route via zentral's gateway."""
+    changes = []
+    br = names.bridge(estate.zentral, "management", pfx)
+    addr, gw, net = plan.control_address(estate), plan.control_gateway(estate), str(plan.supernet(estate))
+    for r in _routes(net):
+        if r.get("type", "unicast") == "unicast" and r.get("dev") != br:
+            raise LabError(
+                f"the host already routes {net} via {r.get('dev')}; another basisit lab (other prefix) or a real "
+                "network uses it; take that lab down (basisit lab down --all) first"
+            )
+    have = json.loads(system.run(["ip", "-j", "-4", "addr", "show", "dev", br]) or "[]")
+    if not any(a.get("local") == str(addr.ip) for i in have for a in i.get("addr_info", [])):
+        system.run(["ip", "addr", "add", str(addr), "dev", br])
+        changes.append(f"control host: {addr} on {br}")
+    current = _routes(net)
+    if not any(r.get("dev") == br and r.get("gateway") == str(gw) for r in current):
+        system.run(["ip", "route", "replace", net, "via", str(gw), "dev", br])
+        changes.append(f"control host: route {net} via {gw} ({br})")
+    if not any(r.get("type") == "unreachable" for r in current):
+        system.run(["ip", "route", "add", "unreachable", net, "metric", UNREACHABLE_METRIC])
+        changes.append(f"control host: fallback route unreachable {net} (never via the uplink)")
+    return changes
+
+
+def remove_control(estate: model.Estate, pfx: str) -> None:
+    net = str(plan.supernet(estate))
+    br = names.bridge(estate.zentral, "management", pfx)
+    for r in _routes(net):
+        if r.get("type") == "unreachable" and str(r.get("metric")) == UNREACHABLE_METRIC:
+            system.run(["ip", "route", "del", "unreachable", net, "metric", UNREACHABLE_METRIC], check=False)
+        elif r.get("dev") == br:
+            system.run(["ip", "route", "del", net, "dev", br], check=False)
+
+
+def _forward_rule(br: str) -> list[str]:
+    return ["FORWARD", "-i", br, "-o", br, "-m", "comment", "--comment", FORWARD_COMMENT, "-j", "ACCEPT"]
+
+
+def _forward_drops() -> bool:
+    """True when iptables exists and its FORWARD policy is not ACCEPT (bridged lab traffic passes it)."""
+    if system.missing_tools(["iptables"]):
+        return False
+    out = system.run(["iptables", "-S", "FORWARD"], check=False)
+    return "-P FORWARD ACCEPT" not in out
+
+
+def allow_bridge(br: str) -> bool:
+    if not _forward_drops() or _rule_present(br):
+        return False
+    system.run(["iptables", "-I", *_forward_rule(br)])
+    return True
+
+
+def _rule_present(br: str) -> bool:
+    return subprocess.run(["iptables", "-C", *_forward_rule(br)], capture_output=True).returncode == 0
+
+
+def remove_bridge(br: str) -> None:
+    if not system.missing_tools(["iptables"]):
+        while _rule_present(br):
+            system.run(["iptables", "-D", *_forward_rule(br)], check=False)
+    system.delete_link(br)
+
+
+# --- up --------------------------------------------------------------------------------------
+
+
+def _kommune(estate: model.Estate, slug: str) -> model.Site:
+    return estate.kommunen[slug]
+
+
+def _transfer_files(estate: model.Estate, up: list[str], pfx: str) -> tuple[dict[str, str], list[str]]:
+    """networkd files of the zentral gateway's transfer NICs for the Kommunen that are up; stale names."""
+    files, stale = {}, []
+    for slug, site in estate.kommunen.items():
+        nic = plan.transfer_nic(estate, site, pfx)
+        if slug in up:
+            files[plan.networkd_name(nic)] = plan.networkd_file(nic, forward=True)
+        else:
+            stale.append(plan.networkd_name(nic))
+    return files, stale
+
+
+def _configure_zentral_transfers(state: Path, address: str, files: dict[str, str], stale: list[str]) -> bool:
+    """Write/remove the transfer networkd files in the zentral gateway over SSH. True when anything changed."""
+    parts = [
+        "set -e",
+        "changed=0",
+        f"cd {NETWORK_DIR}",
+        'put() { t=$(mktemp); cat > "$t"; if cmp -s "$t" "$1"; then rm -f "$t"; '
+        'else chmod 644 "$t"; mv "$t" "$1"; changed=1; fi; }',
+    ]
+    for name, content in files.items():
+        parts.append(f"put {shlex.quote(name)} <<'BASISIT_EOF'\n{content}BASISIT_EOF")
+    if stale:
+        parts.append(
+            f'for f in {" ".join(map(shlex.quote, stale))}; do if [ -e "$f" ]; then rm -f "$f"; changed=1; fi; done'
+        )
+    parts += ['if [ "$changed" = 1 ]; then networkctl reload; fi', 'echo "changed=$changed"']
+    out = ssh.check(state, address, "\n".join(parts) + "\n")
+    return "changed=1" in out
+
+
+def _refresh_known_hosts(state: Path) -> None:
+    entries = []
+    for d, rec in host.records(state):
+        key = host.host_pubkey(d)
+        if key:
+            addrs = json.loads((d / "host.json").read_text(encoding="utf-8")).get("addresses") or [rec.address]
+            entries.append(([*addrs, rec.host], key))
+    ssh.write_known_hosts(state, entries)
+
+
+def _facts(estate: model.Estate, state: Path, sp: plan.SitePlan, key: Path) -> bool:
+    """Write the site's facts when they differ from what is there (ignoring the timestamp)."""
+    hosts = {
+        hp.host.name: {
+            "roles": list(hp.host.roles),
+            "addresses": {z: str(a) for z, a in hp.host.addresses.items()},
+            "ansible_host": str(hp.host.address),
+            "instance_id": hp.machine,
+            "state": "running",
+        }
+        for hp in sp.hosts
+    }
+    ssh_facts = {
+        "user": ssh.USER,
+        "private_key_file": str(key.resolve()),
+        "known_hosts_file": str(ssh.known_hosts_file(state).resolve()),
+        "common_args": ssh.common_args(state),
+    }
+    doc = sitefacts.build(sp.site, "lab", estate.standard.version, hosts, ssh_facts)
+    try:
+        old = sitefacts.read(state, sp.slug)
+    except sitefacts.FactsError:
+        old = None
+    if old and {k: v for k, v in old.items() if k != "generated"} == {k: v for k, v in doc.items() if k != "generated"}:
+        return False
+    sitefacts.write(state, doc)
+    return True
+
+
+def up(estate: model.Estate, slugs: list[str], state: Path, inventory: Path, out: Out = print) -> int:
+    t0 = time.monotonic()
+    pfx = names.prefix()
+    preflight()
+    changes: list[str] = []
+    old = system.raise_inotify_instances()
+    if old is not None:
+        out(f"host: raised fs.inotify.max_user_instances from {old} to {system.INOTIFY_WANT} (each container uses ~10)")
+        changes.append("inotify")
+    spec = image.load_spec(inventory)
+    img, built = image.build(state, spec, pfx, progress=out)
+    if built is not None:
+        changes.append("image")
+    key, pubkey, created = ssh.ensure_key(state)
+    if created:
+        out(f"operator key: created {key}")
+        changes.append("key")
+
+    recorded = site_records(state)
+    up_kommunen = sorted({*slugs, *(s for s in recorded if s in estate.kommunen)}, key=lambda s: s)
+    plans = [plan.site_plan(estate, estate.zentral, pfx)] + [
+        plan.site_plan(estate, _kommune(estate, s), pfx) for s in slugs
+    ]
+    zplan = plans[0]
+    zgw = next(hp for hp in zplan.hosts if hp.router)
+
+    # bridges (zentral, the selected Kommunen), the control host's address and route
+    for sp in plans:
+        made = [br for br in sp.bridges.values() if system.ensure_bridge(br)]
+        for br in sp.bridges.values():
+            if allow_bridge(br):
+                out(f"host: FORWARD policy drops; allowed bridged traffic on {br} (iptables rule '{FORWARD_COMMENT}')")
+        rec = {
+            "site": sp.slug,
+            "bridges": list(sp.bridges.values()),
+            "machines": [hp.machine for hp in sp.hosts],
+        }
+        if not sp.site.is_zentral:
+            nic = plan.transfer_nic(estate, sp.site, pfx)
+            rec.update(transfer_veth=nic.host_if, transfer_file=plan.networkd_name(nic))
+        p = site_record_path(state, sp.slug)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(rec, indent=2) + "\n", encoding="utf-8")
+        if made:
+            out(f"{sp.slug}: bridges {' '.join(made)} created")
+            changes.append(f"{sp.slug} bridges")
+    for c in ensure_control(estate, pfx):
+        out(c)
+        changes.append(c)
+
+    # the zentral gateway's transfer NICs, re-read by its wrapper at every (re)boot
+    transfer_nics = [plan.transfer_nic(estate, _kommune(estate, s), pfx) for s in up_kommunen]
+
+    # machines: prepare and start what is not running (start returns at once; boots run in parallel)
+    started: list[plan.HostPlan] = []
+    for sp in plans:
+        for hp in sp.hosts:
+            d = host.host_dir(state, hp.machine)
+            rec = host.Record.load(d)
+            if rec and host.is_running(rec.group, hp.machine, d / "root"):
+                continue
+            root = img.root
+            if rec and rec.image != img.key:
+                other = image.by_key(state, rec.image)
+                if other is None:
+                    raise LabError(
+                        f"{hp.name}: its overlay was made from image {rec.image}, which is gone; "
+                        f"run `basisit lab down --kommune {sp.slug}` and up again"
+                    )
+                root = other.root
+            host.prepare(state, hp, img.key, root, pubkey, pfx, extra_links=transfer_nics if hp is zgw else ())
+            host.start(state, hp.machine, root)
+            started.append(hp)
+    for hp in started:
+        out(f"{hp.name}: started as {hp.machine}")
+        changes.append(f"{hp.name} started")
+    _refresh_known_hosts(state)
+
+    # the zentral gateway first: every other host is reached through it
+    zaddr = str(zgw.host.address)
+    secs = ssh.wait_ready(state, zaddr, SSH_READY_SECONDS)
+    if zgw in started:
+        out(f"{zgw.name}: ssh ready at {zaddr} ({secs:.1f} s)")
+    zrec = host.Record.load(host.host_dir(state, zgw.machine))
+    assert zrec is not None
+    host.set_links(state, zgw, transfer_nics)
+    for nic in transfer_nics:
+        if host.hot_add_link(zrec.group, zgw.machine, nic):
+            out(f"{zgw.name}: added {nic.guest_if} in {nic.bridge} ({nic.address})")
+            changes.append(f"link {nic.host_if}")
+    files, stale = _transfer_files(estate, up_kommunen, pfx)
+    if _configure_zentral_transfers(state, zaddr, files, stale):
+        out(f"{zgw.name}: transfer networks configured for {', '.join(up_kommunen) or 'no Kommune'}")
+        changes.append("zentral transfers")
+
+    # every host answers SSH at its model address (in parallel)
+    waiting = [hp for sp in plans for hp in sp.hosts if hp is not zgw]
+    errors: list[str] = []
+    with ThreadPoolExecutor(max_workers=min(32, max(1, len(waiting)))) as pool:
+        futs = [(hp, pool.submit(ssh.wait_ready, state, str(hp.host.address), SSH_READY_SECONDS)) for hp in waiting]
+        for hp, f in futs:
+            try:
+                s = f.result()
+                if hp in started:
+                    out(f"{hp.name}: ssh ready at {hp.host.address} ({s:.1f} s)")
+            except LabError as e:
+                errors.append(f"{hp.name}: {e}")
+    if errors:
+        for e in errors:
+            out(e)
+        raise LabError(f"{len(errors)} host(s) did not answer SSH; see console.log under {host.hosts_dir(state)}")
+
+    for sp in plans:
+        if _facts(estate, state, sp, key):
+            out(f"{sp.slug}: site facts written to {sitefacts.facts_path(state, sp.slug)}")
+            changes.append(f"{sp.slug} facts")
+    n = sum(len(sp.hosts) for sp in plans)
+    took = time.monotonic() - t0
+    if not changes:
+        out(f"lab up: nothing to change; {len(plans)} site(s), {n} host(s) already up and answering SSH ({took:.1f} s)")
+    else:
+        out(f"lab up: {len(plans)} site(s), {n} host(s) up and answering SSH in {took:.1f} s")
+    return 0
+
+
+# --- down ------------------------------------------------------------------------------------
+
+
+def _stop_all(state: Path, machines: list[str], out: Out) -> None:
+    if not machines:
+        return
+    errors = []
+    with ThreadPoolExecutor(max_workers=min(16, len(machines))) as pool:
+        futs = [pool.submit(host.stop, state, m) for m in machines]
+        for f in futs:
+            try:
+                f.result()
+            except LabError as e:
+                errors.append(str(e))
+    for m in machines:
+        d = host.host_dir(state, m)
+        if d.exists() and not system.is_mounted(d / "root"):
+            shutil.rmtree(d)
+    if errors:
+        raise LabError("; ".join(errors))
+
+
+def sweep(estate: model.Estate, sites: list[model.Site], state: Path, pfx: str) -> None:
+    """Remove every lab object of these sites by its exact model-derived name (records or not)."""
+    zentral = estate.zentral
+    for site in sites:
+        sp = plan.site_plan(estate, site, pfx)
+        for hp in sp.hosts:
+            host.stop(state, hp.machine)
+            for nic in hp.nics:
+                system.delete_link(nic.host_if)
+        if not site.is_zentral:
+            system.delete_link(names.transfer_veth(zentral, site, pfx))
+        for br in sp.bridges.values():
+            remove_bridge(br)
+
+
+def down(estate: model.Estate, slugs: list[str], all_: bool, purge: bool, state: Path, out: Out = print) -> int:
+    pfx = names.prefix()
+    preflight()
+    recorded = site_records(state)
+    zgw = next(hp for hp in plan.site_plan(estate, estate.zentral, pfx).hosts if hp.router)
+    targets = sorted(s for s in recorded if s != model.ZENTRAL) if all_ else slugs
+    for slug in targets:
+        if slug not in recorded:
+            out(f"{slug}: not up; nothing to do")
+            continue
+        rec = recorded[slug]
+        if rec.get("transfer_veth"):
+            system.delete_link(rec["transfer_veth"])
+            host.remove_link_line(state, zgw.machine, rec["transfer_veth"])
+        _stop_all(state, rec.get("machines", []), out)
+        for br in rec.get("bridges", []):
+            remove_bridge(br)
+        sitefacts.remove(state, slug)
+        site_record_path(state, slug).unlink(missing_ok=True)
+        out(f"{slug}: down ({len(rec.get('machines', []))} host(s), bridges {' '.join(rec.get('bridges', []))})")
+    if not all_:
+        # zentral stays; drop the transfer files of Kommunen that are gone (best effort: it may be down)
+        zrec = host.Record.load(host.host_dir(state, zgw.machine))
+        if zrec and host.is_running(zrec.group, zgw.machine, host.host_dir(state, zgw.machine) / "root"):
+            up_now = [s for s in site_records(state) if s in estate.kommunen]
+            files, stale = _transfer_files(estate, up_now, pfx)
+            try:
+                _configure_zentral_transfers(state, str(zgw.host.address), files, stale)
+            except LabError as e:
+                out(f"{zgw.name}: could not remove stale transfer files ({e})")
+        return 0
+    if model.ZENTRAL in recorded:
+        rec = recorded[model.ZENTRAL]
+        _stop_all(state, rec.get("machines", []), out)
+        out(f"zentral: down ({len(rec.get('machines', []))} host(s))")
+    remove_control(estate, pfx)
+    # anything left by an interrupted run, by exact model-derived names
+    sweep(estate, estate.sites, state, pfx)
+    for d, _rec in host.records(state):
+        if not system.is_mounted(d / "root"):
+            shutil.rmtree(d)
+    for slug in list(site_records(state)):
+        site_record_path(state, slug).unlink(missing_ok=True)
+    for site in estate.sites:
+        if (sitefacts.read(state, site.slug) or {}).get("backend") == "lab":
+            sitefacts.remove(state, site.slug)
+    system.remove_group_if_empty(names.cgroup_group(pfx))
+    ssh.known_hosts_file(state).unlink(missing_ok=True)
+    if purge:
+        removed = image.remove_all(state)
+        shutil.rmtree(lab_dir(state), ignore_errors=True)
+        out(f"lab: purged {len(removed)} image(s), the operator key and {lab_dir(state)}")
+    out("lab down: every lab container, veth, bridge, mount and cgroup removed")
+    return 0
+
+
+# --- status ----------------------------------------------------------------------------------
+
+
+def status(estate: model.Estate, state: Path) -> list[dict]:
+    rows = []
+    recs = host.records(state)
+    running = {}
+    for d, rec in recs:
+        running[rec.machine] = host.is_running(rec.group, rec.machine, d / "root")
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        ready = {
+            rec.machine: pool.submit(ssh.answers, state, rec.address) if running[rec.machine] else None
+            for _d, rec in recs
+        }
+        for _d, rec in recs:
+            f = ready[rec.machine]
+            st = "stopped"
+            if running[rec.machine]:
+                st = "ready" if f and f.result() else "running (no ssh)"
+            rows.append(
+                {"site": rec.site, "host": rec.host, "machine": rec.machine, "state": st, "address": rec.address}
+            )
+    order = {s.slug: i for i, s in enumerate(estate.sites)}
+    rows.sort(key=lambda r: (order.get(r["site"], 999), r["host"]))
+    return rows
