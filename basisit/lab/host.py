@@ -248,11 +248,11 @@ def _wait_empty(group: str, machine: str, seconds: float) -> bool:
         return False
 
 
-def stop(state: Path, machine: str) -> None:
+def stop(state: Path, machine: str, group: str | None = None) -> None:
     """Stop a machine as LAB-NOTES measured: SIGTERM nspawn, then poweroff the guest, then cgroup.kill."""
     d = host_dir(state, machine)
     rec = Record.load(d)
-    group = rec.group if rec else names.cgroup_group(names.prefix())
+    group = group or (rec.group if rec else names.cgroup_group(names.prefix()))
     if d.exists():
         (d / "stop").touch()
     if system.cgroup_populated(group, machine):

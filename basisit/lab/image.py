@@ -30,7 +30,7 @@ IMAGES_ENV = "BASISIT_LAB_IMAGES"  # where images are cached (default: <state>/l
 MIRROR_ENV = "BASISIT_LAB_MIRROR"
 SECURITY_MIRROR_ENV = "BASISIT_LAB_SECURITY_MIRROR"
 # Bump when the recipe below changes in a way that changes the image.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 # Daemons no host may start before provisioning; the roles unmask what a host needs.
 MASKED = ("smbd", "nmbd", "winbind", "samba-ad-dc")
 # Services only some roles run: installed, not enabled (the role that needs one enables it).
@@ -317,6 +317,14 @@ def _finish(root: Path) -> None:
     (sshd / "00-basisit-lab.conf").write_text(
         "# basisit golden image: every host gets its own ed25519 host key, no other type\n"
         "HostKey /etc/ssh/ssh_host_ed25519_key\n",
+        encoding="utf-8",
+    )
+    # auditd cannot run in a container ("audit support not in kernel"): skip it there instead of
+    # leaving every host degraded; on a VM the unit runs as usual.
+    dropin = root / "etc/systemd/system/auditd.service.d"
+    dropin.mkdir(parents=True, exist_ok=True)
+    (dropin / "basisit-container.conf").write_text(
+        "# basisit golden image: the kernel refuses audit inside containers\n[Unit]\nConditionVirtualization=!container\n",
         encoding="utf-8",
     )
     # The journal stays in memory (/run): hosts are cattle, and the overlay stays small.

@@ -362,7 +362,7 @@ def sweep(estate: model.Estate, sites: list[model.Site], state: Path, pfx: str) 
     for site in sites:
         sp = plan.site_plan(estate, site, pfx)
         for hp in sp.hosts:
-            host.stop(state, hp.machine)
+            host.stop(state, hp.machine, names.cgroup_group(pfx))
             for nic in hp.nics:
                 system.delete_link(nic.host_if)
         if not site.is_zentral:

@@ -1,0 +1,96 @@
+"""Lab test fixtures: a lab of its own (prefix `bt`, state under /tmp), clean before and after.
+
+The session removes stale lab objects of a previous, interrupted run by their exact names (the
+names the lab derives from the model for prefix `bt`) before it starts and again at the end, so
+the host is left clean even when a test fails. It never touches a developer's lab (prefix `bi`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PREFIX = "bt"
+STATE = Path("/tmp/basisit-labtest/state")
+# Images are cached across sessions (keyed by the package list's hash), so only the first run
+# on a machine pays for debootstrap.
+IMAGES = Path("/tmp/basisit-labtest-images")
+SITES = ["nalbach", "bous"]  # a model Kommune (size S) and another small one to prove isolation
+
+
+@dataclass
+class Lab:
+    state: Path
+    env: dict[str, str]
+    estate: object
+    up_output: str
+    up_seconds: float
+    prefix: str = PREFIX
+    sites: tuple[str, ...] = tuple(SITES)
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "basisit.cli", "--inventory", str(ROOT / "inventory"), "--state", str(self.state)]
+        p = subprocess.run([*cmd, *args], capture_output=True, text=True, env=self.env, timeout=timeout, cwd=ROOT)
+        if check and p.returncode != 0:
+            raise AssertionError(f"basisit {' '.join(args)} exited {p.returncode}:\n{p.stdout}\n{p.stderr}")
+        return p
+
+    def ssh(self, address: str, command: str, timeout: float = 30) -> subprocess.CompletedProcess:
+        from basisit.lab import ssh
+
+        return ssh.run(self.state, address, command, timeout=timeout)
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(BASISIT_LAB_PREFIX=PREFIX, BASISIT_LAB_IMAGES=str(IMAGES), BASISIT_STATE=str(STATE))
+    return env
+
+
+def _sweep(estate) -> None:
+    """Remove every object of the test lab by exact name, whatever state the last run left."""
+    from basisit.lab import lab, names, system
+
+    lab.remove_control(estate, PREFIX)
+    lab.sweep(estate, estate.sites, STATE, PREFIX)
+    system.remove_group_if_empty(names.cgroup_group(PREFIX))
+    if STATE.exists():
+        for d in (STATE / "lab" / "hosts").glob("*/root"):
+            system.unmount(d)
+        assert not _mounts_under(STATE), f"mounts left under {STATE}: {_mounts_under(STATE)}"
+        shutil.rmtree(STATE)
+
+
+def _mounts_under(path: Path) -> list[str]:
+    with open("/proc/self/mountinfo", encoding="utf-8") as fh:
+        return [t for t in (line.split()[4] for line in fh) if t.startswith(f"{path}/")]
+
+
+@pytest.fixture(scope="session")
+def lab():
+    if os.geteuid() != 0:
+        pytest.skip("lab tests need root (make lab-test runs them as root in CI)")
+    from basisit.validate import load_estate
+
+    estate = load_estate(ROOT / "inventory")
+    _sweep(estate)
+    STATE.mkdir(parents=True)
+    env = _env()
+    t0 = time.monotonic()
+    lab = Lab(STATE, env, estate, "", 0.0)
+    try:
+        args = [a for s in SITES for a in ("--kommune", s)]
+        p = lab.cli("lab", "up", *args)
+        lab.up_output, lab.up_seconds = p.stdout, time.monotonic() - t0
+        yield lab
+    finally:
+        lab.cli("lab", "down", "--all", check=False)
+        _sweep(estate)
