@@ -10,6 +10,7 @@ Names in a rule's `from`/`to`:
 - a role (`ad_dc`, `file_server`, ...)             -> each host of the site with that role (/32)
 - `any` (only in `to`)                             -> each host of the site (/32)
 - `zentral:<role>`                                 -> each zentral host with that role (/32)
+- `zentral:<zone>`                                 -> that zentral zone's network (e.g. management)
 
 A flow's destination address is the host's address in the source zone when it has one (a client
 reaches the gateway at its client address), else its primary address. The matrix is written
@@ -70,13 +71,22 @@ def _zentral_role(estate: Estate, role: str, rule: str) -> list[Host]:
     return hosts
 
 
+def _zentral_end(estate: Estate, name: str, rule: str) -> list[_End]:
+    """`zentral:<zone>` is that zentral zone's network (e.g. the operators' management network),
+    `zentral:<role>` the /32 of each zentral host with that role."""
+    z = estate.zentral
+    if name in z.zones:
+        return [_End(z.zones[name].network, tuple(h for h in z.hosts if name in h.addresses))]
+    return [_End(_host_net(h.address), (h,)) for h in _zentral_role(estate, name, rule)]
+
+
 def _is_zone(site: Site, name: str) -> bool:
     return name in site.zones
 
 
 def _resolve_src(estate: Estate, site: Site, name: str, rule: str) -> list[_End]:
     if name.startswith(ZENTRAL_PREFIX):
-        return [_End(_host_net(h.address), (h,)) for h in _zentral_role(estate, name[len(ZENTRAL_PREFIX) :], rule)]
+        return _zentral_end(estate, name[len(ZENTRAL_PREFIX) :], rule)
     if _is_zone(site, name):
         net = site.zones[name].network
         return [_End(net, tuple(h for h in site.hosts if name in h.addresses))]
@@ -94,7 +104,7 @@ def _dst_address(h: Host, src_zone: str | None) -> ipaddress.IPv4Address:
 
 def _resolve_dst(estate: Estate, site: Site, name: str, rule: str, src_zone: str | None) -> list[_End]:
     if name.startswith(ZENTRAL_PREFIX):
-        return [_End(_host_net(h.address), (h,)) for h in _zentral_role(estate, name[len(ZENTRAL_PREFIX) :], rule)]
+        return _zentral_end(estate, name[len(ZENTRAL_PREFIX) :], rule)
     if name == ANY:
         hosts = list(site.hosts)
     elif _is_zone(site, name):
@@ -169,11 +179,24 @@ def _zentral_flows(estate: Estate) -> list[Flow]:
     return flows
 
 
+# Memo of flows per (estate object, site): the estate is immutable, and zentral's flows walk
+# every Kommune. Keyed by identity (the estate holds dicts, so it is not hashable).
+_MEMO: dict[tuple[int, str], tuple[Estate, tuple[Flow, ...]]] = {}
+
+
 def flows(estate: Estate, site: Site | str) -> list[Flow]:
     """Every flow that starts or ends at a host or zone of `site` (sorted, without duplicates)."""
     s = estate.site(site) if isinstance(site, str) else site
+    key = (id(estate), s.slug)
+    hit = _MEMO.get(key)
+    if hit is not None and hit[0] is estate and estate.site(s.slug) is s:
+        return list(hit[1])
     found = _zentral_flows(estate) if s.is_zentral else _kommune_flows(estate, s)
-    return sorted(set(found))
+    result = tuple(sorted(set(found)))
+    if len(_MEMO) > 512:
+        _MEMO.clear()
+    _MEMO[key] = (estate, result)
+    return list(result)
 
 
 def inbound(estate: Estate, host: Host) -> list[Flow]:
@@ -195,7 +218,9 @@ def transit(estate: Estate, site: Site) -> list[Flow]:
     return out
 
 
-def allowed(estate: Estate, site: Site, src: ipaddress.IPv4Address, dst: ipaddress.IPv4Address, proto: str, port: int) -> Flow | None:
+def allowed(
+    estate: Estate, site: Site, src: ipaddress.IPv4Address, dst: ipaddress.IPv4Address, proto: str, port: int
+) -> Flow | None:
     """The flow that admits src -> dst proto/port, or None when the matrix drops it."""
     for f in flows(estate, site):
         if f.proto == proto and f.port == port and src in f.src and dst in f.dst:
@@ -231,4 +256,3 @@ __all__ = [
     "site_networks",
     "transit",
 ]
-

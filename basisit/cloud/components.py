@@ -12,11 +12,16 @@ the project of the token, not in a project named by an argument.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import pulumi
-import pulumi_openstack as openstack
 import yaml
+
+with warnings.catch_warnings():
+    # pulumi_openstack warns at import about resources it renamed (bgpvpn, lb, fw); none used here.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import pulumi_openstack as openstack
 
 from basisit import schema, sitefacts
 from basisit.cloud.config import CloudConfig, servers

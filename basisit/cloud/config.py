@@ -94,7 +94,9 @@ class CloudConfig:
     def flavor(self, host: Host) -> str:
         role = host.roles[0]
         if role not in self.flavors:
-            raise ConfigError(f"stack {self.site}: no flavor for role {role!r} (host {host.name}); set `flavors.{role}`")
+            raise ConfigError(
+                f"stack {self.site}: no flavor for role {role!r} (host {host.name}); set `flavors.{role}`"
+            )
         return self.flavors[role]
 
     def volume_gb(self, host: Host) -> int:

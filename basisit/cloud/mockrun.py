@@ -60,19 +60,18 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
     resources: list[Recorded] = field(default_factory=list)
     calls: list[tuple[str, dict]] = field(default_factory=list)
+    preview: bool = False  # like the engine in preview: ids of new resources stay unknown
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
         if any(r.name == args.name for r in self.resources):
             raise DuplicateResourceName(f"resource name {args.name!r} ({args.typ}) is used twice in one stack")
         rid = f"{args.name}-id"
-        self.resources.append(
-            Recorded(args.typ, args.name, dict(args.inputs), args.provider, bool(args.custom), rid)
-        )
+        self.resources.append(Recorded(args.typ, args.name, dict(args.inputs), args.provider, bool(args.custom), rid))
         state = dict(args.inputs)
         if args.typ == "openstack:networking/port:Port":
             # What the provider reports after create: the fixed IPs the port really got.
             state["allFixedIps"] = [ip.get("ipAddress") for ip in args.inputs.get("fixedIps", [])]
-        return rid, state
+        return ("" if self.preview else rid), state
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list]:
         self.calls.append((args.token, dict(args.args)))
@@ -105,17 +104,21 @@ class StackRun:
 
 
 def run_program(
-    program: Callable[[], dict[str, Any]], project: str, stack: str, config: dict[str, str]
+    program: Callable[[], dict[str, Any]],
+    project: str,
+    stack: str,
+    config: dict[str, str],
+    preview: bool = False,
 ) -> StackRun:
     """Run one program as stack `stack` of `project` with exactly `config`; return records and outputs."""
     leaked = sorted(k for k in os.environ if k.startswith("PULUMI_CONFIG"))
     if leaked:
         raise RuntimeError(f"refusing to run with {', '.join(leaked)} set: config would leak into every stack")
-    mocks = RecordingMocks()
+    mocks = RecordingMocks(preview=preview)
     psettings.ROOT.set(None)  # a fresh root stack per run
     set_all_config(dict(config), [])
     monitor = pmocks.MockMonitor(mocks)
-    pmocks.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=monitor)
+    pmocks.set_mocks(mocks, project=project, stack=stack, preview=preview, monitor=monitor)
     psettings.SETTINGS.rpc_manager.clear()
     psettings.SETTINGS.outputs.clear()
     result: dict[str, Any] = {}

@@ -5,13 +5,13 @@ basisit.cloud.components only turn this plan into resources, and the unit tests 
 recorded resources against it and against basisit.policy.
 
 Security groups come from basisit.policy: for every server the rules of the security groups on
-its ports are exactly the flows that reach it (`policy.inbound`), keyed by source, protocol and
-port (security group rules cannot name a destination). Rules every server needs go into the
-site group `<slug>-sg-site`; rules every host of a role needs into `<slug>-sg-<role>`; anything
-left (a rule that reaches only some hosts of a role) into `<host>-sg`. The router roles
-(gateway, zentral_gateway) also admit what they forward (`policy.transit`); their nftables
-policy decides per destination. The site group carries the one egress rule; all groups are
-created with Neutron's default rules deleted.
+its ports are the flows that reach it (`policy.inbound`), keyed by source, protocol and port
+(security group rules cannot name a destination). A flow lands in the group of the role its
+allow rule targets (`<slug>-sg-<role>`), rules to `any` in the site group `<slug>-sg-site`,
+anything else (a rule to a zone) in a host group `<host>-sg`. The router roles (gateway,
+zentral_gateway) also admit what they forward (`policy.transit`); their nftables policy decides
+per destination. The site group carries the one egress rule; all groups are created with
+Neutron's default rules deleted.
 """
 
 from __future__ import annotations
@@ -127,42 +127,63 @@ def _rules(keys: set[Key], names: dict[Key, set[str]]) -> tuple[SgRule, ...]:
 def required(estate: Estate, site: Site, host: Host) -> set[Key]:
     """What a server's security groups must admit: its inbound flows, plus transit for a router."""
     flows = policy.inbound(estate, host)
-    if any(r in ROUTER_ROLES for r in host.roles):
+    if _router(host):
         flows += policy.transit(estate, site)
     return set(_keys(flows))
 
 
+def _router(host: Host) -> bool:
+    return any(r in ROUTER_ROLES for r in host.roles)
+
+
+def _group_of(estate: Estate, site: Site, flow: policy.Flow, host: Host) -> str:
+    """The group a flow reaching `host` belongs to, by the allow rule's `to`."""
+    to = next(r.to for r in estate.standard.allow if r.name == flow.rule)
+    if to == policy.ANY:
+        return f"{site.slug}-sg-site"
+    role = to.removeprefix(policy.ZENTRAL_PREFIX)
+    if role in host.roles:
+        return f"{site.slug}-sg-{role}"
+    return f"{host.name}-sg"  # a zone or another site's role: this host only
+
+
 def security_groups(estate: Estate, site: Site) -> tuple[tuple[SecurityGroup, ...], dict[str, tuple[str, ...]]]:
+    """One group per role of the site's servers, a site group for rules to `any`, host groups for the rest.
+
+    A flow goes to the group its allow rule targets (`to: ad_dc` -> `<slug>-sg-ad_dc`, `to: any`
+    -> `<slug>-sg-site`); the flows a router forwards go to its role's group. Every group of a
+    role admits what the rule grants to every host of that role, so no host admits more than
+    basisit.policy allows (tests/unit/test_stacks.py proves it per server).
+    """
     hosts = servers(site)
-    all_flows = policy.flows(estate, site) + policy.transit(estate, site)
-    names = _keys(all_flows)
-    need = {h.name: required(estate, site, h) for h in hosts}
-    common = set.intersection(*need.values()) if need else set()
-    groups = [
-        SecurityGroup(
-            f"{site.slug}-sg-site",
-            f"{site.slug}: flows every server admits; egress",
-            _rules(common, names),
-            egress=True,
-        )
-    ]
-    covered = {h.name: set(common) for h in hosts}
-    host_groups: dict[str, list[str]] = {h.name: [groups[0].name] for h in hosts}
+    names = _keys(policy.flows(estate, site) + policy.transit(estate, site))
+    site_group = f"{site.slug}-sg-site"
+    members: dict[str, set[Key]] = {site_group: set()}
+    descriptions = {site_group: f"{site.slug}: rules to any host (basisit.policy); egress"}
     for role in sorted({r for h in hosts for r in h.roles}):
-        members = [h for h in hosts if role in h.roles]
-        keys = set.intersection(*(need[h.name] for h in members)) - common
-        g = SecurityGroup(f"{site.slug}-sg-{role}", f"{site.slug}: flows to role {role} (basisit.policy)", _rules(keys, names))
-        groups.append(g)
-        for h in members:
-            covered[h.name] |= keys
-            host_groups[h.name].append(g.name)
+        members[f"{site.slug}-sg-{role}"] = set()
+        descriptions[f"{site.slug}-sg-{role}"] = f"{site.slug}: flows to role {role} (basisit.policy)"
+    host_groups: dict[str, list[str]] = {}
     for h in hosts:
-        rest = need[h.name] - covered[h.name]
-        if rest:
-            g = SecurityGroup(f"{h.name}-sg", f"{h.name}: flows only this host admits", _rules(rest, names))
-            groups.append(g)
-            host_groups[h.name].append(g.name)
-    return tuple(groups), {k: tuple(v) for k, v in host_groups.items()}
+        host_groups[h.name] = [site_group, *(f"{site.slug}-sg-{r}" for r in h.roles)]
+        for f in policy.inbound(estate, h):
+            g = _group_of(estate, site, f, h)
+            if g not in members:
+                members[g] = set()
+                descriptions[g] = f"{h.name}: flows only this host admits"
+                host_groups[h.name].append(g)
+            members[g].add((f.proto, f.port, f.src))
+        if _router(h):
+            role = next(r for r in h.roles if r in ROUTER_ROLES)
+            members[f"{site.slug}-sg-{role}"] |= set(_keys(policy.transit(estate, site)))
+    for name in members:
+        if name != site_group:
+            members[name] -= members[site_group]  # already admitted on every port
+    groups = tuple(
+        SecurityGroup(name, descriptions[name], _rules(keys, names), egress=name == site_group)
+        for name, keys in members.items()
+    )
+    return groups, {k: tuple(v) for k, v in host_groups.items()}
 
 
 def build(estate: Estate, site: Site) -> SitePlan:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pulumi
-import pulumi_openstack as openstack
 
 from basisit.cloud import config as cloud_config
 from basisit.cloud import plan as cloud_plan
@@ -23,6 +22,7 @@ from basisit.cloud.components import (
     SiteNetworkArgs,
     Tenant,
     TenantArgs,
+    openstack,
 )
 from basisit.model import Estate
 from basisit.validate import load_estate
