@@ -198,6 +198,7 @@ EXTENSIONS: list[Callable[[argparse._SubParsersAction], None]] = []
 def _load_extensions() -> None:
     import importlib
 
+    EXTENSIONS.clear()  # main() may run many times in one process (tests)
     for mod in ("basisit.lab.cli", "basisit.stacks_cli", "basisit.verify.cli", "basisit.rollout"):
         try:
             m = importlib.import_module(mod)

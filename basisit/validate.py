@@ -188,15 +188,7 @@ def _check_standard(std: schema.StandardFile, f: str) -> list[Problem]:
         for key, val in (("from", rule.src), ("to", rule.to)):
             target = val.split(":", 1)
             if len(target) == 2 and target[0] == "zentral":
-                if target[1] not in ZENTRAL_ROLES:
-                    p.append(
-                        Problem(
-                            f,
-                            w,
-                            f"allow[{i}].{key}",
-                            f"unknown zentral role {target[1]!r}; expected one of {sorted(ZENTRAL_ROLES)}",
-                        )
-                    )
+                continue  # checked against zentral.yaml's roles and zones in _check_zentral
             elif val not in zones | known_roles | {"any"}:
                 p.append(
                     Problem(
@@ -209,7 +201,7 @@ def _check_standard(std: schema.StandardFile, f: str) -> list[Problem]:
     return p
 
 
-def _check_zentral(z: schema.ZentralFile, std: schema.StandardFile, f: str) -> list[Problem]:
+def _check_zentral(z: schema.ZentralFile, std: schema.StandardFile, f: str, std_file: str) -> list[Problem]:
     p: list[Problem] = []
     w = "zentral"
     for name, zone in z.zones.items():
@@ -241,6 +233,17 @@ def _check_zentral(z: schema.ZentralFile, std: schema.StandardFile, f: str) -> l
                 )
             elif not 1 <= n < z.zones[zone].cidr.num_addresses - 1:
                 p.append(Problem(f, w, f"hosts[{i}].addresses.{zone}", f"host number {n} outside {z.zones[zone].cidr}"))
+    for i, rule in enumerate(std.allow):
+        for key, val in (("from", rule.src), ("to", rule.to)):
+            if val.startswith("zentral:") and val[8:] not in ZENTRAL_ROLES | set(z.zones):
+                p.append(
+                    Problem(
+                        std_file,
+                        "standard",
+                        f"allow[{i}].{key}",
+                        f"unknown zentral role or zone {val[8:]!r}; expected one of {sorted(ZENTRAL_ROLES | set(z.zones))}",
+                    )
+                )
     if "vpn" not in z.zones:
         p.append(Problem(f, w, "zones.vpn", "zone missing; the WireGuard overlay needs a vpn zone"))
     return p
@@ -468,7 +471,7 @@ def load_estate(inventory: str | Path) -> model.Estate:
     zfile = _parse(schema.ZentralFile, raw, z_path, "zentral", problems) if raw is not None else None
     zentral = None
     if zfile is not None:
-        zp = _check_zentral(zfile, std, str(z_path))
+        zp = _check_zentral(zfile, std, str(z_path), str(std_path))
         problems.extend(zp)
         if not zp:
             zentral = model.derive_zentral(zfile, std.addressing.gateway_host)

@@ -17,6 +17,9 @@ NOT_SECRET_SUFFIXES = ("_policy", "_length", "_age_days", "_settings")  # settin
 ALLOWED_VALUE = re.compile(r"(?i)(lookup|vault|\{\{|_file|_path|/|\.|changeme|example|none|null|true|false|\$)")
 
 
+SELF = "tests/unit/test_no_secrets.py"  # holds the scanner's own positive samples
+
+
 def tracked_files() -> list[str]:
     out = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True)
     return [f for f in out.stdout.decode().split("\0") if f]
@@ -46,7 +49,7 @@ def test_no_plaintext_secret_is_tracked():
     hits = []
     for name in tracked_files():
         path = ROOT / name
-        if not path.is_file() or path.suffix in {".png", ".sqlite", ".whl"}:
+        if name == SELF or not path.is_file() or path.suffix in {".png", ".sqlite", ".whl"}:
             continue
         text = path.read_text(encoding="utf-8", errors="replace")
         if text.startswith("$ANSIBLE_VAULT;"):

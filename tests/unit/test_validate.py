@@ -167,3 +167,25 @@ def test_load_estate_raises_only_inventory_error(inv):
     with pytest.raises(InventoryError) as e:
         load_estate(inv)
     assert "top level is list" in e.value.report()
+
+
+def test_allow_rule_naming_unknown_zentral_target(inv, run):
+    def change(d):
+        d["allow"][0]["to"] = "zentral:mailserver"
+
+    edit(inv / "standard.yaml", change)
+    rc, _, err = run("--inventory", inv, "inventory", "validate")
+    assert rc == 2
+    assert f"{inv / 'standard.yaml'}: [standard] allow[0].to: unknown zentral role or zone 'mailserver'" in err
+
+
+def test_operators_in_zentral_management_may_ssh_everywhere():
+    from basisit import policy
+
+    estate = load_estate("inventory")
+    site = estate.kommunen["nalbach"]
+    mgmt = estate.zentral.zones["management"].network
+    operator = mgmt.network_address + mgmt.num_addresses - 2  # any address of the zone
+    for host in site.hosts:
+        assert policy.allowed(estate, site, operator, host.address, "tcp", 22), host.name
+    assert not policy.allowed(estate, site, operator, site.host("dc1").address, "tcp", 445)
