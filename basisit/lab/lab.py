@@ -6,6 +6,8 @@ per site) and derived from the model (basisit.lab.names); clean-up deletes exact
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import shlex
 import shutil
@@ -44,6 +46,58 @@ def site_records(state: Path) -> dict[str, dict]:
             except ValueError:
                 continue
     return out
+
+
+@contextlib.contextmanager
+def locked(state: Path):
+    """One `lab up`/`lab down` at a time per state directory."""
+    p = lab_dir(state) / "lock"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with open(p, "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            raise LabError(f"another `basisit lab` command is running on {state}; wait for it to finish") from e
+        yield
+
+
+OWNER_FILE = Path("/run/basisit-lab/owner.json")
+
+
+def owner() -> dict | None:
+    """The lab that holds this machine (one at a time: the host routes the Land supernet to it)."""
+    try:
+        return json.loads(OWNER_FILE.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _owner_active(o: dict) -> bool:
+    return bool(site_records(Path(o["state"])))
+
+
+def claim(state: Path, pfx: str) -> None:
+    o = owner()
+    me = {"state": str(state.resolve()), "prefix": pfx}
+    if o and o != me and _owner_active(o):
+        raise LabError(
+            f"the lab of {o['state']} (prefix {o['prefix']}) is up on this machine and only one lab runs at a "
+            f"time; take it down first: basisit --state {o['state']} lab down --all"
+        )
+    if o != me:
+        OWNER_FILE.parent.mkdir(parents=True, exist_ok=True)
+        OWNER_FILE.write_text(json.dumps(me) + "\n", encoding="utf-8")
+
+
+def owns(state: Path, pfx: str) -> bool:
+    """True when this state directory holds the machine, or nobody active does."""
+    o = owner()
+    return o is None or o == {"state": str(state.resolve()), "prefix": pfx} or not _owner_active(o)
+
+
+def release(state: Path, pfx: str) -> None:
+    if owns(state, pfx):
+        OWNER_FILE.unlink(missing_ok=True)
 
 
 def preflight(need_image_tools: bool = False) -> None:
@@ -210,9 +264,14 @@ def _facts(estate: model.Estate, state: Path, sp: plan.SitePlan, key: Path) -> b
 
 
 def up(estate: model.Estate, slugs: list[str], state: Path, inventory: Path, out: Out = print) -> int:
+    preflight()
+    with locked(state):
+        return _up(estate, slugs, state, inventory, out)
+
+
+def _up(estate: model.Estate, slugs: list[str], state: Path, inventory: Path, out: Out) -> int:
     t0 = time.monotonic()
     pfx = names.prefix()
-    preflight()
     changes: list[str] = []
     old = system.raise_inotify_instances()
     if old is not None:
@@ -227,6 +286,7 @@ def up(estate: model.Estate, slugs: list[str], state: Path, inventory: Path, out
         out(f"operator key: created {key}")
         changes.append("key")
 
+    claim(state, pfx)
     recorded = site_records(state)
     up_kommunen = sorted({*slugs, *(s for s in recorded if s in estate.kommunen)}, key=lambda s: s)
     plans = [plan.site_plan(estate, estate.zentral, pfx)] + [
@@ -372,8 +432,13 @@ def sweep(estate: model.Estate, sites: list[model.Site], state: Path, pfx: str) 
 
 
 def down(estate: model.Estate, slugs: list[str], all_: bool, purge: bool, state: Path, out: Out = print) -> int:
-    pfx = names.prefix()
     preflight()
+    with locked(state):
+        return _down(estate, slugs, all_, purge, state, out)
+
+
+def _down(estate: model.Estate, slugs: list[str], all_: bool, purge: bool, state: Path, out: Out) -> int:
+    pfx = names.prefix()
     recorded = site_records(state)
     zgw = next(hp for hp in plan.site_plan(estate, estate.zentral, pfx).hosts if hp.router)
     targets = sorted(s for s in recorded if s != model.ZENTRAL) if all_ else slugs
@@ -406,9 +471,12 @@ def down(estate: model.Estate, slugs: list[str], all_: bool, purge: bool, state:
         rec = recorded[model.ZENTRAL]
         _stop_all(state, rec.get("machines", []), out)
         out(f"zentral: down ({len(rec.get('machines', []))} host(s))")
-    remove_control(estate, pfx)
-    # anything left by an interrupted run, by exact model-derived names
-    sweep(estate, estate.sites, state, pfx)
+    if owns(state, pfx):
+        remove_control(estate, pfx)
+        # anything left by an interrupted run, by exact model-derived names
+        sweep(estate, estate.sites, state, pfx)
+    else:
+        out(f"lab: another state directory holds this machine ({owner()}); removed only what {state} recorded")
     for d, _rec in host.records(state):
         if not system.is_mounted(d / "root"):
             shutil.rmtree(d)
@@ -419,7 +487,14 @@ def down(estate: model.Estate, slugs: list[str], all_: bool, purge: bool, state:
             sitefacts.remove(state, site.slug)
     system.remove_group_if_empty(names.cgroup_group(pfx))
     ssh.known_hosts_file(state).unlink(missing_ok=True)
+    release(state, pfx)
     if purge:
+        with open("/proc/self/mountinfo", encoding="utf-8") as fh:
+            mounted = [t for t in (line.split()[4] for line in fh) if t.startswith(f"{lab_dir(state).resolve()}/")]
+        if mounted:
+            raise LabError(
+                f"{mounted[0]} is still mounted; unmount it, then run `basisit lab down --all --purge` again"
+            )
         removed = image.remove_all(state)
         shutil.rmtree(lab_dir(state), ignore_errors=True)
         out(f"lab: purged {len(removed)} image(s), the operator key and {lab_dir(state)}")
