@@ -15,7 +15,7 @@ Names in a rule's `from`/`to`:
 A flow's destination address is the host's address in the source zone when it has one (a client
 reaches the gateway at its client address), else its primary address. The matrix is written
 for a Kommune; `flows(estate, zentral)` is what reaches zentral hosts: each Kommune's flows to
-`zentral:<role>`, plus rules from `zentral:<role>` to `any`, applied to zentral's own hosts.
+`zentral:<role>`, plus rules from `zentral:<role|zone>` to `any`, applied to zentral's own hosts.
 Nothing ever resolves to 0.0.0.0/0 or to another Kommune's networks.
 """
 
