@@ -44,7 +44,8 @@ from ansible.errors import AnsibleParserError
 from ansible.plugins.inventory import BaseInventoryPlugin
 
 try:
-    from basisit import sitefacts
+    from basisit import policy, sitefacts
+    from basisit.lab import plan as lab_plan
     from basisit.validate import InventoryError, load_estate
 except ImportError as e:  # pragma: no cover - reported to the user by Ansible
     _IMPORT_ERROR: Exception | None = e
@@ -59,6 +60,9 @@ def group_name(*parts: object) -> str:
 
 class InventoryModule(BaseInventoryPlugin):
     NAME = "basisit"
+
+    def _set_firewall(self, estate, site, host) -> None:
+        _set_firewall_vars(self.inventory, estate, site, host, self._flows[site.slug])
 
     def verify_file(self, path: str) -> bool:
         return super().verify_file(path) and os.path.basename(path) in ("basisit.yml", "basisit.yaml")
@@ -81,10 +85,20 @@ class InventoryModule(BaseInventoryPlugin):
         self._populate(estate, state)
 
     def _populate(self, estate, state: str) -> None:
+        self._flows = {site.slug: policy.flows(estate, site) for site in estate.sites}
         inv = self.inventory
         std = estate.standard
         inv.add_group("kommunen")
         inv.add_group("not_realised")
+        # The zentral offerings every site uses, by role: {role: [{name, address}]}.
+        inv.set_variable(
+            "all",
+            "basisit_zentral_services",
+            {
+                role: [{"name": h.name, "address": str(h.address)} for h in estate.zentral.hosts_with_role(role)]
+                for role in sorted({r for h in estate.zentral.hosts for r in h.roles})
+            },
+        )
         inv.set_variable("all", "basisit_standard", std.model_dump(mode="json", by_alias=True))
         # Where lab secrets (mode 0600) and other runtime state live on the control host.
         inv.set_variable("all", "basisit_state_dir", state)
@@ -109,6 +123,7 @@ class InventoryModule(BaseInventoryPlugin):
                 ]
             site_vars = site.to_dict()
             site_vars.pop("hosts")
+            site_vars["reverse_zones"] = reverse_zones(site)
             inv.set_variable(site_group, "basisit_site", site_vars)
             inv.set_variable(site_group, "basisit_standard_version", std.version)
             realised = (facts or {}).get("hosts", {})
@@ -120,9 +135,19 @@ class InventoryModule(BaseInventoryPlugin):
                 for role in host.roles:
                     inv.add_host(host.name, group=inv.add_group(role))
                 hv = host.to_dict()
+                if "asset" in hv:
+                    # DHCP client identifier (type 0 + asset tag): the gateway's reservation key.
+                    tag = hv["asset"]["asset_tag"].encode()
+                    hv["asset"]["dhcp_client_id"] = ":".join(f"{b:02x}" for b in b"\0" + tag)
                 inv.set_variable(host.name, "basisit_host", hv)
                 inv.set_variable(host.name, "basisit_roles", hv["roles"])
                 inv.set_variable(host.name, "basisit_backend", facts["backend"] if facts else "planned")
+                # The lab's control host is not zentral's mgmt host: firewalls must also admit its SSH.
+                control = (
+                    [str(lab_plan.control_address(estate).ip) + "/32"] if facts and facts["backend"] == "lab" else []
+                )
+                inv.set_variable(host.name, "basisit_control_sources", control)
+                self._set_firewall(estate, site, host)
                 real = realised.get(host.name)
                 if facts and real is None:
                     inv.add_host(host.name, group="not_realised")
@@ -140,3 +165,54 @@ class InventoryModule(BaseInventoryPlugin):
                     args = f"{args} -o UserKnownHostsFile={ssh['known_hosts_file']}".strip()
                 if args:
                     inv.set_variable(host.name, "ansible_ssh_common_args", args)
+
+
+def firewall_rules(flows, with_dst: bool) -> list[dict]:
+    """Flows grouped into nftables-sized rules: one per (rule, proto, dst) with its sources and ports.
+
+    The allow matrix expands every rule as sources x destinations x protocols x ports, so grouping
+    by (rule, proto, dst) loses nothing: each group is exactly its sources x its ports.
+    """
+    groups: dict[tuple, tuple[set, set]] = {}
+    for f in flows:
+        key = (f.rule, f.proto, str(f.dst) if with_dst else "")
+        srcs, ports = groups.setdefault(key, (set(), set()))
+        srcs.add(f.src)
+        ports.add(f.port)
+    out = []
+    for (rule, proto, dst), (srcs, ports) in sorted(groups.items()):
+        r = {"rule": rule, "proto": proto, "src": [str(n) for n in sorted(srcs)], "ports": sorted(ports)}
+        if with_dst:
+            r["dst"] = dst
+        out.append(r)
+    return out
+
+
+def _forward_flows(estate, site) -> list:
+    """What the site's router forwards: its transit flows; zentral's router also carries the flows
+    zentral hosts open into the Kommunen (e.g. zentral-mgmt-ssh)."""
+    found = set(policy.transit(estate, site))
+    if site.is_zentral:
+        zentral_hosts = {h.name for h in site.hosts}
+        for k in estate.kommunen.values():
+            found |= {f for f in policy.flows(estate, k) if set(f.src_hosts) & zentral_hosts}
+    return sorted(found)
+
+
+def _set_firewall_vars(inv, estate, site, host, site_flows) -> None:
+    inbound = [f for f in site_flows if host.name in f.dst_hosts]
+    inv.set_variable(host.name, "basisit_firewall_inbound", firewall_rules(inbound, with_dst=False))
+    outbound = [f for f in site_flows if host.name in f.src_hosts]
+    inv.set_variable(host.name, "basisit_firewall_outbound", firewall_rules(outbound, with_dst=True))
+    if {"gateway", "zentral_gateway"} & set(host.roles):
+        inv.set_variable(host.name, "basisit_firewall_forward", firewall_rules(_forward_flows(estate, site), True))
+
+
+def reverse_zones(site) -> list[str]:
+    """The site's /24 reverse zones (in-addr.arpa names), one per /24 its networks touch."""
+    nets = [site.block] if site.block is not None else [z.network for z in site.zones.values()]
+    zones = set()
+    for net in nets:
+        for sub in net.subnets(new_prefix=24) if net.prefixlen < 24 else [net.supernet(new_prefix=24)]:
+            zones.add(".".join(reversed(str(sub.network_address).split(".")[:3])) + ".in-addr.arpa")
+    return sorted(zones)
