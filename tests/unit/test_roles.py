@@ -1,0 +1,124 @@
+"""Static contract of the roles: specs, defaults, variable names, generated docs.
+
+- every role has meta/argument_specs.yml whose options are exactly defaults/main.yml's names,
+  with the same defaults (Ansible never applies a spec default, so they must not drift);
+- every variable is prefixed with its role's name;
+- every role variable set in inventory/group_vars or playbooks is declared in some role's spec
+  (a typo such as `nginx_use_ppa` for `nginx_ppa_use` fails here);
+- docs/roles.md is what roles/gendocs.py renders.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+ROLES = sorted(p.parent for p in (ROOT / "roles").glob("*/tasks"))
+ROLE_NAMES = {r.name for r in ROLES}
+# Variables owned by the inventory plugin and the lab image, not by a role.
+GLOBAL_PREFIXES = ("basisit_", "ansible_")
+
+
+def _yaml(path: Path):
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def _spec(role: Path) -> dict:
+    return _yaml(role / "meta" / "argument_specs.yml")["argument_specs"]["main"].get("options", {})
+
+
+def _defaults(role: Path) -> dict:
+    path = role / "defaults" / "main.yml"
+    return (_yaml(path) or {}) if path.exists() else {}
+
+
+def _all_spec_names() -> set[str]:
+    return {name for role in ROLES for name in _spec(role)}
+
+
+def test_roles_exist():
+    assert {"base", "gateway"} <= ROLE_NAMES
+
+
+@pytest.mark.parametrize("role", ROLES, ids=lambda r: r.name)
+def test_spec_and_defaults_agree(role: Path):
+    spec, defaults = _spec(role), _defaults(role)
+    assert set(spec) == set(defaults), (
+        f"{role.name}: only in argument_specs: {sorted(set(spec) - set(defaults))}; "
+        f"only in defaults/main.yml: {sorted(set(defaults) - set(spec))}"
+    )
+    for name, opt in spec.items():
+        assert "default" in opt, f"{role.name}: {name} has a default in defaults/main.yml but none in the spec"
+        assert opt["default"] == defaults[name], (
+            f"{role.name}: {name}: spec default {opt['default']!r} != {defaults[name]!r}"
+        )
+        assert opt.get("description"), f"{role.name}: {name} has no description"
+
+
+@pytest.mark.parametrize("role", ROLES, ids=lambda r: r.name)
+def test_variables_are_role_prefixed(role: Path):
+    names = set(_spec(role)) | set(_defaults(role))
+    bad = sorted(n for n in names if not n.startswith(f"{role.name}_"))
+    assert not bad, f"{role.name}: variables without the prefix {role.name}_: {bad}"
+    vars_file = role / "vars" / "main.yml"
+    internal = set(_yaml(vars_file) or {}) if vars_file.exists() else set()
+    bad = sorted(n for n in internal if not n.startswith(f"__{role.name}_"))
+    assert not bad, f"{role.name}: internal vars (vars/main.yml) must start with __{role.name}_: {bad}"
+
+
+def _set_vars() -> list[tuple[str, str]]:
+    """(file, variable) for every variable set in inventory/group_vars, host_vars and playbooks."""
+    found = []
+    for path in sorted((ROOT / "inventory").glob("*_vars/**/*.yml")):
+        for name in _yaml(path) or {}:
+            found.append((str(path.relative_to(ROOT)), name))
+    for path in sorted((ROOT / "playbooks").glob("*.yml")):
+        for play in _yaml(path) or []:
+            for name in play.get("vars") or {}:
+                found.append((str(path.relative_to(ROOT)), name))
+            for role in play.get("roles") or []:
+                if isinstance(role, dict):
+                    for name in role.get("vars") or {}:
+                        found.append((str(path.relative_to(ROOT)), name))
+    return found
+
+
+def test_every_set_role_variable_is_declared():
+    declared = _all_spec_names()
+    prefixes = tuple(f"{r}_" for r in ROLE_NAMES)
+    unknown = [
+        (f, n)
+        for f, n in _set_vars()
+        if not n.startswith(GLOBAL_PREFIXES) and (n.startswith(prefixes) or n not in declared) and n not in declared
+    ]
+    assert not unknown, f"variables set but declared in no role's argument_specs: {unknown}"
+
+
+def test_role_templates_use_only_declared_or_internal_names():
+    """A task or template that reads `<role>_something` must read a declared variable."""
+    declared = _all_spec_names()
+    pattern = re.compile(r"\b(" + "|".join(sorted(ROLE_NAMES)) + r")_[a-z0-9_]+\b")
+    unknown = set()
+    for role in ROLES:
+        for path in [*role.glob("tasks/*.yml"), *role.glob("templates/*"), *role.glob("handlers/*.yml")]:
+            for m in pattern.finditer(path.read_text(encoding="utf-8")):
+                name = m.group(0)
+                if name not in declared and not name.endswith((".yml", ".j2")):
+                    unknown.add((str(path.relative_to(ROOT)), name))
+    # file names such as 52basisit-... or service names are not variables
+    unknown = {(f, n) for f, n in unknown if not re.search(r"(\.nft|\.conf)$", n)}
+    assert not unknown, f"undeclared role variables referenced: {sorted(unknown)}"
+
+
+def test_docs_in_sync():
+    spec = importlib.util.spec_from_file_location("gendocs", ROOT / "roles" / "gendocs.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert (ROOT / "docs" / "roles.md").read_text(encoding="utf-8") == mod.render(), (
+        "docs/roles.md is stale: run .venv/bin/python roles/gendocs.py > docs/roles.md"
+    )
