@@ -19,8 +19,8 @@ def sync(estate: Estate, stacks_dir: Path, check: bool) -> tuple[list[Path], lis
     for site in cloud_config.all_sites(estate):
         path = cloud_config.stack_file(site, stacks_dir)
         wanted.add(path)
-        text = cloud_config.render(site)
         current = path.read_text(encoding="utf-8") if path.exists() else None
+        text = cloud_config.render(site, current)
         if current != text:
             stale.append(path)
             if not check:

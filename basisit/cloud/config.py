@@ -167,9 +167,19 @@ def stack_config(site: Site) -> dict[str, Any]:
     return {f"{project}:{k}": v for k, v in defaults(site).items()}
 
 
-def render(site: Site) -> str:
-    """The text of Pulumi.<slug>.yaml (yamllint-clean, stable)."""
-    body = yaml.safe_dump({"config": stack_config(site)}, sort_keys=False, default_flow_style=False, indent=2)
+# Keys `pulumi stack init` / `pulumi stack change-secrets-provider` write into a stack file; the
+# generator keeps them, so an initialised stack stays in sync.
+ENGINE_KEYS = ("secretsprovider", "encryptedkey", "encryptionsalt")
+
+
+def render(site: Site, existing: str | None = None) -> str:
+    """The text of Pulumi.<slug>.yaml (yamllint-clean, stable), keeping the engine's keys of `existing`."""
+    doc: dict[str, Any] = {}
+    if existing:
+        old = yaml.safe_load(existing) or {}
+        doc.update({k: old[k] for k in ENGINE_KEYS if k in old})
+    doc["config"] = stack_config(site)
+    body = yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, indent=2, width=1000)
     head = (
         "---\n"
         f"# Stack {site.slug} ({site.name}): cloud specifics only; the site itself comes from inventory/.\n"

@@ -99,6 +99,17 @@ def test_stacks_config_check_flags_a_stale_file(tmp_path):
     assert stale == [target]
 
 
+def test_stacks_config_keeps_what_stack_init_wrote(tmp_path):
+    """`pulumi stack init` adds the secrets provider's keys to the stack file; regenerating keeps them."""
+    stacks_cli.sync(ESTATE, tmp_path, check=False)
+    target = tmp_path / "kommune" / "Pulumi.tholey.yaml"
+    text = target.read_text(encoding="utf-8").replace("config:\n", "encryptionsalt: v1:abc:def\nconfig:\n", 1)
+    target.write_text(text, encoding="utf-8")
+    assert stacks_cli.sync(ESTATE, tmp_path, check=True) == ([], [])
+    (tmp_path / "kommune" / "Pulumi.atlantis.yaml").write_text("config: {}\n", encoding="utf-8")
+    assert stacks_cli.sync(ESTATE, tmp_path, check=True)[1] == [tmp_path / "kommune" / "Pulumi.atlantis.yaml"]
+
+
 def test_all_stacks_in_one_process():
     """All 52 Kommune stacks and zentral, run one after the other here, pass every check."""
     runs = all_runs()
