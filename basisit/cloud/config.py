@@ -230,6 +230,6 @@ def load(estate: Estate) -> CloudConfig:
         member_role=c.get("memberRole") or MEMBER_ROLE,
         flavors={str(k): str(v) for k, v in c.require_object("flavors").items()},
         volumes={str(k): int(v) for k, v in (c.get_object("volumes") or {}).items()},
-        volume_type=c.get("volumeType"),
+        volume_type=c.get("volumeType") or None,
         quota=quota,
     )

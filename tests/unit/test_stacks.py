@@ -9,6 +9,7 @@ broken fixtures at the end prove the same checks fail when a rule or an address 
 from __future__ import annotations
 
 import ipaddress
+import json
 from dataclasses import replace
 from functools import cache
 from pathlib import Path
@@ -88,6 +89,19 @@ def test_stack_config_files_in_sync():
     stale, extra = stacks_cli.sync(ESTATE, cloud_config.STACKS_DIR, check=True)
     assert not stale, f"run `basisit stacks config`: {stale}"
     assert not extra
+
+
+@pytest.mark.parametrize("project", ["kommune", "zentral"])
+def test_pulumi_yaml_documents_every_config_key(project):
+    doc = yaml.safe_load((cloud_config.STACKS_DIR / project / "Pulumi.yaml").read_text(encoding="utf-8"))
+    assert doc["name"] == f"basisit-{project}"
+    assert doc["runtime"]["options"]["virtualenv"] == "../../.venv"
+    declared = doc["config"]
+    assert all(v.get("description") for v in declared.values())
+    used = set(committed_config("zentral" if project == "zentral" else "bexbach"))
+    assert used <= set(declared), used - set(declared)
+    # keys without a stack value need a default, or `pulumi up` stops
+    assert all("default" in v for k, v in declared.items() if k not in used)
 
 
 def test_stacks_config_check_flags_a_stale_file(tmp_path):
@@ -282,3 +296,13 @@ def test_mocks_are_set_per_run():
     assert pulumi.get_stack() == "tholey"
     mockrun.run_site(ESTATE, ESTATE.zentral)
     assert pulumi.get_stack() == "zentral" and pulumi.get_project() == "basisit-zentral"
+
+
+def test_stack_output_imports_as_site_facts(tmp_path, run):
+    """`pulumi stack output --json | basisit facts import --kommune SLUG -` with the mock outputs."""
+    out = tmp_path / "bexbach.json"
+    out.write_text(json.dumps(run_of("bexbach").outputs), encoding="utf-8")
+    rc, _, stderr = run("--state", tmp_path / "state", "facts", "import", "--kommune", "bexbach", out)
+    assert rc == 0, stderr
+    stored = json.loads((tmp_path / "state" / "facts" / "bexbach.json").read_text(encoding="utf-8"))
+    assert stored["backend"] == "cloud" and set(stored["hosts"]) == {"bexbach-gw", "bexbach-dc1", "bexbach-fs1"}
