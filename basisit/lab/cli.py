@@ -74,6 +74,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from basisit.cli import estate_of
 
     system.require_root()
+    names.prefix()
     estate = estate_of(args)
     rows = lab.status(estate, _state(args))
     if not rows:

@@ -272,6 +272,7 @@ def up(estate: model.Estate, slugs: list[str], state: Path, inventory: Path, out
 def _up(estate: model.Estate, slugs: list[str], state: Path, inventory: Path, out: Out) -> int:
     t0 = time.monotonic()
     pfx = names.prefix()
+    claim(state, pfx)
     changes: list[str] = []
     old = system.raise_inotify_instances()
     if old is not None:
@@ -286,7 +287,6 @@ def _up(estate: model.Estate, slugs: list[str], state: Path, inventory: Path, ou
         out(f"operator key: created {key}")
         changes.append("key")
 
-    claim(state, pfx)
     recorded = site_records(state)
     up_kommunen = sorted({*slugs, *(s for s in recorded if s in estate.kommunen)}, key=lambda s: s)
     plans = [plan.site_plan(estate, estate.zentral, pfx)] + [
