@@ -301,7 +301,9 @@ class Servers(pulumi.ComponentResource):
                 user_data=user_data(h, args.admins),
                 networks=[openstack.compute.InstanceNetworkArgs(port=port.id) for port in ports.values()],
                 metadata={"basisit_site": p.site.slug, "basisit_host": h.name, "basisit_roles": ",".join(h.roles)},
-                opts=_opts(self, prov),
+                # cloud-init runs at first boot only and a new image version is Ansible's business
+                # (apt); a change to either must not replace a running server.
+                opts=_opts(self, prov, ignore_changes=["user_data", "image_name"]),
             )
             volume = None
             gb = c.volume_gb(h)

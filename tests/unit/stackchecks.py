@@ -194,6 +194,29 @@ def check_volumes(site: Site, run: StackRun, cfg: dict) -> list[str]:
     return problems
 
 
+def check_instances(site: Site, run: StackRun, cfg: dict) -> list[str]:
+    """Image, flavor and availability zone are the stack's own config (catches config leaking between stacks)."""
+    problems = []
+    hosts = {h.name: h for h in cloud_config.servers(site)}
+    for r in run.of_type(T_INSTANCE):
+        h = hosts.get(r.name)
+        if h is None:
+            problems.append(f"{r.name}: an instance the model does not have")
+            continue
+        want = {
+            "imageName": cfg["image"],
+            "flavorName": cfg["flavors"].get(h.roles[0]),
+            "availabilityZone": cfg["availabilityZone"],
+        }
+        for key, value in want.items():
+            if r.inputs.get(key) != value:
+                problems.append(f"{r.name}: {key} {r.inputs.get(key)!r}, stack config says {value!r}")
+        ports = [n["port"] for n in r.inputs.get("networks", [])]
+        if not ports or ports[0] != f"{h.name}-{h.primary_zone}-id":
+            problems.append(f"{r.name}: first NIC is not its {h.primary_zone} port ({ports})")
+    return problems
+
+
 def check_names(site: Site, run: StackRun) -> list[str]:
     """Logical names start with the slug; physical names carry it too."""
     problems = []
@@ -275,6 +298,7 @@ def check_all(estate: Estate, site: Site, run: StackRun, cfg: dict) -> list[str]
         *check_rules(estate, site, run),
         *check_security_groups(estate, site, run),
         *check_volumes(site, run, cfg),
+        *check_instances(site, run, cfg),
         *check_names(site, run),
         *check_providers_and_parents(site, run),
         *check_user_data(estate, run),

@@ -44,6 +44,7 @@ CHECKS = {
     "rules": lambda site, run, cfg: sc.check_rules(ESTATE, site, run),
     "security_groups": lambda site, run, cfg: sc.check_security_groups(ESTATE, site, run),
     "volumes": lambda site, run, cfg: sc.check_volumes(site, run, cfg),
+    "instances": lambda site, run, cfg: sc.check_instances(site, run, cfg),
     "names": lambda site, run, cfg: sc.check_names(site, run),
     "providers_and_parents": lambda site, run, cfg: sc.check_providers_and_parents(site, run),
     "user_data": lambda site, run, cfg: sc.check_user_data(ESTATE, run),
