@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import runpy
 from dataclasses import replace
 from functools import cache
 from pathlib import Path
@@ -307,3 +308,28 @@ def test_stack_output_imports_as_site_facts(tmp_path, run):
     assert rc == 0, stderr
     stored = json.loads((tmp_path / "state" / "facts" / "bexbach.json").read_text(encoding="utf-8"))
     assert stored["backend"] == "cloud" and set(stored["hosts"]) == {"bexbach-gw", "bexbach-dc1", "bexbach-fs1"}
+
+
+@pytest.mark.parametrize(("project", "slug"), [("kommune", "tholey"), ("zentral", "zentral")])
+def test_entry_point_exports_the_outputs(project, slug):
+    """stacks/<project>/__main__.py, run as the engine would, exports the site facts."""
+    site = ESTATE.site(slug)
+
+    def program():
+        runpy.run_path(str(cloud_config.STACKS_DIR / project / "__main__.py"), run_name="__main__")
+        return dict(pulumi.runtime.get_root_resource().outputs)
+
+    run = mockrun.run_program(program, cloud_config.project_of(site), slug, mockrun.stack_config_from_file(site))
+    assert {"site", "project_id", "zones", "dns_zone", "site_facts"} <= set(run.outputs)
+    assert sc.check_facts(site, run) == []
+
+
+def test_entry_point_refuses_a_stack_of_the_other_project():
+    site = ESTATE.site("tholey")
+
+    def program():
+        runpy.run_path(str(cloud_config.STACKS_DIR / "zentral" / "__main__.py"), run_name="__main__")
+        return {}
+
+    with pytest.raises(cloud_config.ConfigError, match="does not belong"):
+        mockrun.run_program(program, "basisit-zentral", "tholey", mockrun.stack_config_from_file(site))
