@@ -14,8 +14,9 @@ Names in a rule's `from`/`to`:
 
 A flow's destination address is the host's address in the source zone when it has one (a client
 reaches the gateway at its client address), else its primary address. The matrix is written
-for a Kommune; `flows(estate, zentral)` is what reaches zentral hosts: each Kommune's flows to
-`zentral:<role>`, plus rules from `zentral:<role|zone>` to `any`, applied to zentral's own hosts.
+for a Kommune; `flows(estate, zentral)` is every Kommune's flows into or out of zentral
+(`zentral:<role|zone>` on either side), plus rules from `zentral:<role|zone>` to `any` applied
+to zentral's own hosts.
 Nothing ever resolves to 0.0.0.0/0 or to another Kommune's networks.
 """
 
@@ -163,8 +164,13 @@ def _zentral_flows(estate: Estate) -> list[Flow]:
     z = estate.zentral
     zentral_hosts = {h.name for h in z.hosts}
     flows: list[Flow] = []
+    zentral_nets = [zone.network for zone in z.zones.values()]
     for site in estate.kommunen.values():
-        flows += [f for f in _kommune_flows(estate, site) if set(f.dst_hosts) <= zentral_hosts]
+        for f in _kommune_flows(estate, site):
+            into = bool(f.dst_hosts) and set(f.dst_hosts) <= zentral_hosts
+            out_of = any(f.src.subnet_of(n) for n in zentral_nets)  # e.g. operators' SSH to the Kommunen
+            if into or out_of:
+                flows.append(f)
     for rule in estate.standard.allow:
         if not rule.src.startswith(ZENTRAL_PREFIX):
             continue

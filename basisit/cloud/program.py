@@ -39,10 +39,12 @@ def network_quota(p: cloud_plan.SitePlan) -> dict[str, int]:
         "network": zones,
         "subnet": zones,
         "router": 1,
-        "port": len(p.ports) + dhcp_ports + 1 + HEADROOM,  # + the router's interface
+        "port": len(p.ports) + 2 * dhcp_ports + 1 + HEADROOM,  # + up to 2 DHCP agents per network, the router
         "floatingip": 0,
         "security_group": len(p.security_groups) + 1,  # + Neutron's `default` group
-        "security_group_rule": p.rule_count + 4 + HEADROOM,  # + the default group's rules
+        # + the default group's 4 rules, + the 2 default egress rules every new group has until
+        # the provider deletes them (groups are created in parallel)
+        "security_group_rule": p.rule_count + 4 + 2 * len(p.security_groups) + HEADROOM,
     }
 
 

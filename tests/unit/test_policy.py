@@ -53,8 +53,8 @@ def test_nothing_resolves_to_the_world_or_another_kommune(slug):
     for f in flows:
         assert f.src.prefixlen > 0 and f.dst.prefixlen > 0, f.label
         if site.is_zentral:
-            # zentral admits flows from Kommunen, but only into its own hosts
-            assert any(f.dst.subnet_of(n) for n in zentral_nets), f.label
+            # zentral's flows start or end in zentral; a Kommune network only on the other side
+            assert any(f.dst.subnet_of(n) or f.src.subnet_of(n) for n in zentral_nets), f.label
             continue
         for net in (f.src, f.dst):
             assert not policy.foreign(ESTATE, site, net), f.label
@@ -95,6 +95,16 @@ def test_zentral_flows_collect_every_kommune():
     # the operators' management zone reaches zentral's own hosts too
     own = by_rule([f for f in flows if f.site == "zentral"], "zentral-mgmt-ssh")
     assert {f.dst_hosts[0] for f in own} == {h.name for h in ESTATE.zentral.hosts}
+
+
+def test_zentral_flows_include_what_leaves_zentral():
+    flows = policy.flows(ESTATE, "zentral")
+    out = [f for f in flows if f.rule == "zentral-mgmt-ssh" and f.site == "bexbach"]
+    assert {h for f in out for h in f.dst_hosts} == {h.name for h in ESTATE.site("bexbach").hosts}
+    mgmt = ESTATE.zentral.host("mgmt")
+    assert {f.site for f in policy.outbound(ESTATE, mgmt) if f.rule == "zentral-mgmt-ssh"} >= set(ESTATE.kommunen)
+    assert policy.inbound(ESTATE, mgmt)  # SSH from its own zone's operators, nothing from a Kommune
+    assert not [f for f in policy.inbound(ESTATE, mgmt) if f.site != "zentral"]
 
 
 def test_inbound_and_outbound():
