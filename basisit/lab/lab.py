@@ -518,7 +518,7 @@ def status(estate: model.Estate, state: Path) -> list[dict]:
         }
         for _d, rec in recs:
             f = ready[rec.machine]
-            st = "stopped"
+            st = "orphaned (lab up restarts it)" if system.cgroup_populated(rec.group, rec.machine) else "stopped"
             if running[rec.machine]:
                 st = "ready" if f and f.result() else "running (no ssh)"
             rows.append(

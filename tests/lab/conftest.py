@@ -59,7 +59,8 @@ def _sweep(estate) -> None:
     """Remove every object of the test lab by exact name, whatever state the last run left."""
     from basisit.lab import lab, names, system
 
-    lab.remove_control(estate, PREFIX)
+    if lab.owns(STATE, PREFIX):  # never the route of another lab that holds this machine
+        lab.remove_control(estate, PREFIX)
     lab.sweep(estate, estate.sites, STATE, PREFIX)
     system.remove_group_if_empty(names.cgroup_group(PREFIX))
     if STATE.exists():
