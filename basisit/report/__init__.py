@@ -1,0 +1,1 @@
+"""Reports rendered from the verification history (the Kommunal-Dashboard)."""

@@ -1,0 +1,184 @@
+"""The Kommunal-Dashboard: static HTML from the history database, the model and the waivers.
+
+`render(...)` writes `index.html` (the Land overview) and `kommune/<slug>.html` (one page per
+Kommune) into the output directory. No server, no JavaScript, no assets from the internet: the
+trend lines are inline SVG.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from basisit import sitefacts
+from basisit.model import Estate
+from basisit.verify import controls, history
+from basisit.verify import waivers as wv
+
+TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates" / "dashboard"
+ADOPTION_TARGET = 80  # percent: the state funds only what at least 80 % of the Kommunen adopt
+TREND_RUNS = 14
+
+
+@dataclass(frozen=True)
+class Spark:
+    """An inline SVG polyline of values 0..100 (None = no evaluable checks that night)."""
+
+    points: str
+    last: float | None
+    target_y: float
+    width: int
+    height: int
+    dots: tuple[tuple[float, float], ...]
+
+
+def sparkline(values: list[float | None], width: int = 120, height: int = 28, target: float = ADOPTION_TARGET) -> Spark:
+    n = len(values)
+    pts = []
+    for i, v in enumerate(values):
+        if v is None:
+            continue
+        x = width / 2 if n == 1 else i * (width - 4) / (n - 1) + 2
+        y = height - 2 - (v / 100.0) * (height - 4)
+        pts.append((round(x, 1), round(y, 1)))
+    ty = round(height - 2 - (target / 100.0) * (height - 4), 1)
+    last = next((v for v in reversed(values) if v is not None), None)
+    return Spark(" ".join(f"{x},{y}" for x, y in pts), last, ty, width, height, tuple(pts))
+
+
+def _env() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def _adoption_trend(db: Path, slugs: list[str]) -> list[dict]:
+    """Per run (oldest first, last TREND_RUNS): share of all Kommunen verified without a failing check."""
+    status: dict[str, int] = {}
+    out = []
+    for run in history.runs(db):
+        for k, row in _run_kommunen(db, run["id"]).items():
+            status[k] = row["fail"]
+        ok = sum(1 for s in slugs if s in status and status[s] == 0)
+        out.append({"run": run["id"], "started": run["started"], "percent": round(100.0 * ok / len(slugs), 1)})
+    return out[-TREND_RUNS:]
+
+
+def _run_kommunen(db: Path, run_id: str) -> dict[str, dict]:
+    with history.connect(db) as con:
+        rows = con.execute("SELECT * FROM run_kommunen WHERE run_id = ?", (run_id,)).fetchall()
+    return {r["kommune"]: dict(r) for r in rows}
+
+
+def build(estate: Estate, state: Path, waiver_list: list[wv.Waiver], today: dt.date) -> dict:
+    """Everything the templates show, as plain data."""
+    db = history.path_in(state)
+    latest = history.latest(db)
+    slugs = list(estate.kommunen)
+    kommunen = []
+    families: dict[str, dict] = defaultdict(lambda: {"checks": 0, "kommunen": set(), "controls": set()})
+    for slug, site in estate.kommunen.items():
+        k = site.kommune
+        facts = sitefacts.read(state, slug)
+        row = latest.get(slug)
+        if row is not None and row["total"] > 0:
+            rollout = "verified"
+        elif facts is not None:
+            rollout = "realised"
+        else:
+            rollout = "not realised"
+        trend = history.trend(db, slug, TREND_RUNS)
+        results = history.results_of(db, row["run_id"], slug) if row else []
+        failing = [r for r in results if r["state"] == "fail"]
+        for r in failing:
+            for c in r["controls"] or ["(no control id)"]:
+                f = families[controls.family(c) if ":" in c else c]
+                f["checks"] += 1
+                f["kommunen"].add(slug)
+                f["controls"].add(c)
+        kw = [wv.to_dict(w, today) for w in waiver_list if w.scope.kommune in (None, slug) and _reaches(w, site)]
+        kommunen.append(
+            {
+                "slug": slug,
+                "name": site.name,
+                "ags": k.ags if k else "",
+                "district": k.district if k else "",
+                "wave": str(k.wave) if k else "",
+                "size": site.size,
+                "domain": site.domain,
+                "rollout": rollout,
+                "compliance": row["compliance"] if row else None,
+                "counts": {s: (row[s] if row else 0) for s in ("pass", "fail", "waived", "na", "total")},
+                "last_run": row["run_id"] if row else None,
+                "last_started": row["started"] if row else None,
+                "spark": sparkline([t["compliance"] for t in trend]),
+                "trend": trend,
+                "failing": failing,
+                "waived": [r for r in results if r["state"] == "waived"],
+                "na": [r for r in results if r["state"] == "na"],
+                "waivers": kw,
+                "zones": [z.to_dict() for z in site.zones.values()],
+                "hosts": [h.to_dict() | {"realised": bool(facts and h.name in facts["hosts"])} for h in site.hosts],
+            }
+        )
+    realised = sum(1 for k in kommunen if k["rollout"] != "not realised")
+    verified_ok = sum(1 for k in kommunen if k["rollout"] == "verified" and k["counts"]["fail"] == 0)
+    adoption = _adoption_trend(db, slugs)
+    fam = sorted(
+        (
+            {
+                "family": name,
+                "checks": f["checks"],
+                "kommunen": sorted(f["kommunen"]),
+                "controls": sorted(f["controls"]),
+            }
+            for name, f in families.items()
+        ),
+        key=lambda f: (-f["checks"], f["family"]),
+    )
+    return {
+        "generated": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "today": today.isoformat(),
+        "standard_version": estate.standard.version,
+        "target": ADOPTION_TARGET,
+        "kommunen": kommunen,
+        "total": len(kommunen),
+        "realised": realised,
+        "realised_pct": round(100.0 * realised / len(kommunen), 1) if kommunen else 0.0,
+        "verified_ok": verified_ok,
+        "verified_ok_pct": round(100.0 * verified_ok / len(kommunen), 1) if kommunen else 0.0,
+        "adoption": adoption,
+        "adoption_spark": sparkline([a["percent"] for a in adoption], width=480, height=120),
+        "families": fam,
+        "expiring": [
+            w | {"kommune": w["scope"].get("kommune", "")}
+            for w in (wv.to_dict(x, today) for x in waiver_list)
+            if w["expired"] or w["expiring_soon"]
+        ],
+    }
+
+
+def _reaches(w: wv.Waiver, site) -> bool:
+    return any(wv.in_scope(w, h.name, site.slug, h.roles) for h in site.hosts)
+
+
+def render(estate: Estate, state: Path, out: Path, waiver_list: list[wv.Waiver], today: dt.date | None = None) -> Path:
+    """Write the dashboard; returns the path of index.html."""
+    today = today or dt.date.today()
+    data = build(estate, state, waiver_list, today)
+    env = _env()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "kommune").mkdir(exist_ok=True)
+    (out / "index.html").write_text(env.get_template("index.html.j2").render(**data), encoding="utf-8")
+    page = env.get_template("kommune.html.j2")
+    for k in data["kommunen"]:
+        (out / "kommune" / f"{k['slug']}.html").write_text(page.render(k=k, **data), encoding="utf-8")
+    return out / "index.html"

@@ -1,0 +1,1 @@
+"""The nightly compliance run: targets, waivers, results, history (`basisit verify`)."""

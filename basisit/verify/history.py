@@ -1,0 +1,170 @@
+"""The history database (`<state>/history.sqlite`): every run and every result, for trends.
+
+Tables: `runs` (one row per `basisit verify`), `results` (one row per check and host, with its
+state and control ids), `run_kommunen` (per run and Kommune: counts and compliance %).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from basisit.verify.results import Result, compliance, per_kommune, summary
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,          -- run timestamp, e.g. 20261122T013000Z
+    started TEXT NOT NULL,        -- ISO 8601 UTC
+    finished TEXT NOT NULL,
+    selection TEXT NOT NULL,      -- JSON list of Kommune slugs
+    total INTEGER NOT NULL, pass INTEGER NOT NULL, fail INTEGER NOT NULL,
+    waived INTEGER NOT NULL, na INTEGER NOT NULL,
+    compliance REAL,
+    exit_status INTEGER NOT NULL,
+    report_dir TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS results (
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    kommune TEXT NOT NULL,
+    host TEXT NOT NULL,
+    test_id TEXT NOT NULL,
+    nodeid TEXT NOT NULL,
+    controls TEXT NOT NULL,       -- space-separated control ids
+    state TEXT NOT NULL CHECK (state IN ('pass', 'fail', 'waived', 'na')),
+    duration REAL NOT NULL,
+    message TEXT NOT NULL,
+    reproduce TEXT NOT NULL,      -- JSON list of commands
+    waiver TEXT                   -- JSON of the waiver that applied, or NULL
+);
+CREATE INDEX IF NOT EXISTS results_run ON results(run_id, kommune);
+CREATE TABLE IF NOT EXISTS run_kommunen (
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    kommune TEXT NOT NULL,
+    total INTEGER NOT NULL, pass INTEGER NOT NULL, fail INTEGER NOT NULL,
+    waived INTEGER NOT NULL, na INTEGER NOT NULL,
+    compliance REAL,
+    PRIMARY KEY (run_id, kommune)
+);
+"""
+
+
+def path_in(state: Path) -> Path:
+    return state / "history.sqlite"
+
+
+@contextmanager
+def connect(db: Path) -> Iterator[sqlite3.Connection]:
+    db.parent.mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(db, timeout=30)
+    con.row_factory = sqlite3.Row
+    try:
+        con.executescript(SCHEMA)
+        yield con
+        con.commit()
+    finally:
+        con.close()
+
+
+def append(db: Path, run: dict, results: list[Result]) -> None:
+    """Record one run (run: id, started, finished, selection, exit_status, report_dir)."""
+    s = summary(results)
+    with connect(db) as con:
+        con.execute(
+            "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                run["id"],
+                run["started"],
+                run["finished"],
+                json.dumps(run["selection"]),
+                s["total"],
+                s["pass"],
+                s["fail"],
+                s["waived"],
+                s["na"],
+                compliance(s),
+                run["exit_status"],
+                run["report_dir"],
+            ),
+        )
+        con.executemany(
+            "INSERT INTO results VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            [
+                (
+                    run["id"],
+                    r.kommune,
+                    r.host,
+                    r.test_id,
+                    r.nodeid,
+                    " ".join(r.controls),
+                    r.state,
+                    r.duration,
+                    r.message,
+                    json.dumps(r.reproduce),
+                    json.dumps(r.waiver) if r.waiver else None,
+                )
+                for r in results
+            ],
+        )
+        kommunen = per_kommune(results)
+        for k in run["selection"]:
+            kommunen.setdefault(k, {"total": 0, "pass": 0, "fail": 0, "waived": 0, "na": 0, "compliance": None})
+        con.executemany(
+            "INSERT INTO run_kommunen VALUES (?,?,?,?,?,?,?,?)",
+            [
+                (run["id"], k, c["total"], c["pass"], c["fail"], c["waived"], c["na"], c["compliance"])
+                for k, c in kommunen.items()
+            ],
+        )
+
+
+def trend(db: Path, kommune: str, last: int = 14) -> list[dict]:
+    """The Kommune's compliance over its most recent runs, oldest first."""
+    if not db.exists():
+        return []
+    with connect(db) as con:
+        rows = con.execute(
+            "SELECT rk.run_id, r.started, rk.compliance, rk.pass, rk.fail, rk.waived, rk.na FROM run_kommunen rk "
+            "JOIN runs r ON r.id = rk.run_id WHERE rk.kommune = ? ORDER BY r.started DESC, rk.run_id DESC LIMIT ?",
+            (kommune, last),
+        ).fetchall()
+    return [dict(r) for r in reversed(rows)]
+
+
+def latest(db: Path) -> dict[str, dict]:
+    """Per Kommune: its most recent run id and that run's counts."""
+    if not db.exists():
+        return {}
+    with connect(db) as con:
+        rows = con.execute(
+            "SELECT rk.*, r.started FROM run_kommunen rk JOIN runs r ON r.id = rk.run_id ORDER BY r.started, rk.run_id"
+        ).fetchall()
+    out: dict[str, dict] = {}
+    for r in rows:
+        out[r["kommune"]] = dict(r)
+    return out
+
+
+def results_of(db: Path, run_id: str, kommune: str) -> list[dict]:
+    with connect(db) as con:
+        rows = con.execute(
+            "SELECT * FROM results WHERE run_id = ? AND kommune = ? ORDER BY host, test_id, nodeid", (run_id, kommune)
+        ).fetchall()
+    return [
+        dict(r)
+        | {
+            "controls": r["controls"].split(),
+            "reproduce": json.loads(r["reproduce"]),
+            "waiver": json.loads(r["waiver"]) if r["waiver"] else None,
+        }
+        for r in rows
+    ]
+
+
+def runs(db: Path) -> list[dict]:
+    if not db.exists():
+        return []
+    with connect(db) as con:
+        return [dict(r) for r in con.execute("SELECT * FROM runs ORDER BY started").fetchall()]

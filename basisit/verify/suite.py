@@ -1,0 +1,202 @@
+"""Shared machinery of compliance suites (imported by tests/compliance/conftest.py).
+
+- `context()`: the run context `basisit verify` wrote (targets, ssh_config, probe results); a
+  direct `pytest tests/compliance` run builds it from the default state directory instead;
+- `pytest_generate_tests`: parametrises a check's `target` argument with the hosts of the
+  module's role (`pytestmark = pytest.mark.role("gateway")`, `any` = every host);
+- `host` fixture / `connect(name)`: the testinfra host (ssh backend through the generated
+  ssh_config, connection reuse); a host the probe found unreachable fails at once, never skips;
+- `gate(items, landed)`: checks whose role feature has not landed are skipped as "gated:";
+- helpers reading effective state: `sshd_effective`, `tcp_probe`, `udp_dns_probe`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import pytest
+import testinfra
+
+from basisit.validate import load_estate
+from basisit.verify import plugin
+from basisit.verify import targets as tg
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+__all__ = ["host", "pytest_generate_tests"]
+
+
+def not_applicable(reason: str) -> None:
+    pytest.skip(f"not applicable: {reason}")
+
+
+def feature_landed(feature: str, landed: set[str], roles_dir: Path = ROOT / "roles") -> bool:
+    """A feature (role/taskfile) is enabled when listed in `landed` and its task file exists."""
+    role, _, task = feature.partition("/")
+    path = roles_dir / role / "tasks" / f"{task or 'main'}.yml"
+    return feature in landed and path.is_file()
+
+
+@dataclass(frozen=True)
+class Target:
+    """A host under check (what `target` is parametrised with)."""
+
+    name: str
+    kommune: str
+    roles: tuple[str, ...]
+    address: str
+    addresses: tuple[tuple[str, str], ...]
+    reachable: bool | None
+    error: str
+
+    def addr(self, zone: str) -> str:
+        return dict(self.addresses)[zone]
+
+
+@cache
+def context() -> dict:
+    env = os.environ.get(tg.CONTEXT_ENV)
+    if env:
+        return json.loads(Path(env).read_text(encoding="utf-8"))
+    # Direct pytest run: every realised Kommune of the default state directory.
+    from basisit import sitefacts
+
+    inv = Path(os.environ.get("BASISIT_INVENTORY", ROOT / "inventory"))
+    state = sitefacts.state_dir(None)
+    estate = load_estate(inv)
+    slugs = [s for s in estate.kommunen if sitefacts.read(state, s) is not None]
+    hosts = tg.hosts_of(estate, state, slugs)
+    cfg = tg.write_ssh_config(hosts, state)
+    return {
+        "ssh_config": str(cfg.resolve()),
+        "kommunen": slugs,
+        "inventory": str(inv),
+        "hosts": [h.__dict__ for h in hosts],
+    }
+
+
+@cache
+def estate():
+    return load_estate(context()["inventory"])
+
+
+def all_targets(include_helpers: bool = False) -> list[Target]:
+    return [
+        Target(
+            name=h["name"],
+            kommune=h["kommune"],
+            roles=tuple(h["roles"]),
+            address=h["address"],
+            addresses=tuple(sorted(h["addresses"].items())),
+            reachable=h.get("reachable"),
+            error=h.get("error", ""),
+        )
+        for h in context()["hosts"]
+        if h.get("check", True) or include_helpers
+    ]
+
+
+def targets_for(role: str) -> list[Target]:
+    return [t for t in all_targets() if role == "any" or role in t.roles]
+
+
+def by_name(name: str) -> Target | None:
+    return next((t for t in all_targets(include_helpers=True) if t.name == name), None)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "target" not in metafunc.fixturenames:
+        return
+    m = metafunc.definition.get_closest_marker("role")
+    role = m.args[0] if m else "any"
+    ts = targets_for(role)
+    metafunc.parametrize("target", ts, ids=[t.name for t in ts], scope="module")
+
+
+def gate(items: list[pytest.Item], landed: set[str], roles_dir: Path = ROOT / "roles") -> None:
+    """Skip as "gated:" every check whose role feature has not landed (see feature_landed)."""
+    for item in items:
+        for m in item.iter_markers("feature"):
+            if not feature_landed(m.args[0], landed, roles_dir):
+                item.add_marker(pytest.mark.skip(reason=f"{plugin.GATED_PREFIX} role feature {m.args[0]} not landed"))
+                break
+
+
+_hosts: dict[str, testinfra.host.Host] = {}
+
+
+def _recording(h: testinfra.host.Host) -> testinfra.host.Host:
+    """Remember every command a check runs on h (testinfra's modules call h.run too)."""
+    orig = h.run
+
+    def run(command, *args, **kwargs):
+        plugin.record_command(h.backend.get_command(command, *args))
+        return orig(command, *args, **kwargs)
+
+    h.run = run
+    return h
+
+
+def connect(name: str):
+    """The testinfra host for `name`; fails at once (never skips) when the probe found it unreachable."""
+    t = by_name(name)
+    if t is not None and t.reachable is False:
+        pytest.fail(f"{name}: {t.error}", pytrace=False)
+    if name not in _hosts:
+        cfg = context()["ssh_config"]
+        h = testinfra.get_host(
+            f"ssh://{name}", ssh_config=cfg, timeout=tg.CONNECT_TIMEOUT, controlpersist=tg.CONTROL_PERSIST
+        )
+        _hosts[name] = _recording(h)
+    return _hosts[name]
+
+
+@pytest.fixture(scope="module")
+def host(target: Target):
+    return connect(target.name)
+
+
+def sshd_effective(h) -> dict[str, str]:
+    """`sshd -T`: the effective sshd configuration, keys lower-case, multi-valued keys joined."""
+    out: dict[str, str] = {}
+    for line in h.check_output("sshd -T").splitlines():
+        k, _, v = line.partition(" ")
+        out[k.lower()] = f"{out[k.lower()]} {v}" if k.lower() in out else v
+    return out
+
+
+def tcp_probe(h, address: str, port: int, timeout: float = 2.0) -> str:
+    """From host h: 'open', 'refused' or 'timeout' for a TCP connect to address:port."""
+    code = (
+        "import socket,sys\n"
+        "s=socket.socket();s.settimeout(float(sys.argv[3]))\n"
+        "try:\n s.connect((sys.argv[1],int(sys.argv[2])));print('open')\n"
+        "except socket.timeout:print('timeout')\n"
+        "except ConnectionRefusedError:print('refused')\n"
+        "except OSError as e:print('timeout' if e.errno in (113,101) else 'error:'+str(e))\n"
+    )
+    return h.check_output(f"python3 -c {shlex.quote(code)} %s %s %s", address, port, timeout).strip()
+
+
+def udp_dns_probe(h, address: str, name: str = "localhost", timeout: float = 2.0) -> str:
+    """From host h: 'answer' when a DNS server at address answers a query over UDP, else 'timeout'."""
+    code = (
+        "import socket,sys,struct\n"
+        "q=struct.pack('>HHHHHH',0x1234,0x0100,1,0,0,0)+b''.join(bytes([len(p)])+p.encode() for p in sys.argv[2].split('.'))+b'\\0'+struct.pack('>HH',1,1)\n"
+        "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(float(sys.argv[3]))\n"
+        "s.sendto(q,(sys.argv[1],53))\n"
+        "try:\n d=s.recv(512);print('answer' if d[:2]==q[:2] else 'garbage')\n"
+        "except socket.timeout:print('timeout')\n"
+        "except OSError:print('timeout')\n"
+    )
+    return h.check_output(f"python3 -c {shlex.quote(code)} %s %s %s", address, name, timeout).strip()
+
+
+def words(s: str) -> set[str]:
+    return set(re.split(r"[\s,]+", s.strip())) - {""}

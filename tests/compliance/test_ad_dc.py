@@ -1,0 +1,87 @@
+"""ad_dc role: the Samba AD domain controller (gated until roles/ad_dc lands)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from basisit.verify.suite import estate
+
+pytestmark = pytest.mark.role("ad_dc")
+
+
+@pytest.fixture(scope="module")
+def passwordsettings(host) -> dict[str, str]:
+    out = host.check_output("samba-tool domain passwordsettings show")
+    return {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in out.splitlines()) if v}
+
+
+@pytest.fixture(scope="module")
+def testparm(host) -> dict[str, str]:
+    out = host.check_output("testparm -sv --section-name=global 2>/dev/null")
+    return {k.strip().lower(): v.strip() for k, _, v in (ln.partition("=") for ln in out.splitlines()) if _}
+
+
+@pytest.mark.feature("ad_dc")
+@pytest.mark.controls("gs:APP.2.2.A5", "gs:SYS.1.1.A6")
+def test_samba_dc_running(host):
+    assert host.service("samba-ad-dc").is_running
+
+
+@pytest.mark.feature("ad_dc")
+@pytest.mark.controls("gs:ORP.4.A22", "gs:APP.2.2.A5", "wiba:Rollen / Berechtigungen / Authentisierung")
+def test_password_policy_from_standard(passwordsettings):
+    std = estate().standard.services.password_policy
+    assert int(passwordsettings["minimum password length"]) >= std.min_length
+    assert passwordsettings["password complexity"] == ("on" if std.complexity else "off")
+    assert int(passwordsettings["password history length"]) >= std.history_length
+
+
+@pytest.mark.feature("ad_dc")
+@pytest.mark.controls("gs:APP.2.2.A5", "gs:ORP.4.A8")
+def test_lockout_policy_from_standard(passwordsettings):
+    lock = estate().standard.services.lockout
+    threshold = int(passwordsettings["account lockout threshold (attempts)"])
+    assert 0 < threshold <= lock.threshold
+    assert int(passwordsettings["account lockout duration (mins)"]) >= lock.duration_minutes
+
+
+@pytest.mark.feature("ad_dc")
+@pytest.mark.controls("gs:APP.2.2.A9", "gs:APP.2.1.A13")
+@pytest.mark.parametrize(
+    ("option", "allowed"),
+    [
+        ("ntlm auth", {"disabled", "mschapv2-and-ntlmv2-only", "ntlmv2-only", "no"}),
+        ("lanman auth", {"no"}),
+        ("ldap server require strong auth", {"yes"}),
+        ("restrict anonymous", {"2"}),
+        ("server min protocol", {"SMB2_02", "SMB2_10", "SMB3", "SMB3_00", "SMB3_11"}),
+        ("server signing", {"mandatory", "required"}),
+    ],
+)
+def test_smb_hardening(testparm, option, allowed):
+    assert testparm.get(option) in allowed, f"testparm: {option} = {testparm.get(option)}"
+
+
+@pytest.mark.feature("ad_dc")
+@pytest.mark.controls("gs:APP.2.2.A6", "gs:APP.2.2.A7", "gs:OPS.1.1.2.A5")
+def test_domain_admins_named_only(host):
+    members = set(host.check_output('samba-tool group listmembers "Domain Admins"').split())
+    allowed = {a.name for a in estate().standard.admins} | {"Administrator"}
+    assert members <= allowed, f"Domain Admins outside the allowlist: {sorted(members - allowed)}"
+
+
+@pytest.mark.feature("ad_dc")
+@pytest.mark.controls("gs:APP.2.2.A7")
+@pytest.mark.parametrize("group", ["Schema Admins", "Enterprise Admins", "Account Operators"])
+def test_privileged_groups_empty(host, group):
+    members = [m for m in host.check_output(f'samba-tool group listmembers "{group}"').split() if m != "Administrator"]
+    assert not members, f"{group}: {members}"
+
+
+@pytest.mark.feature("ad_dc")
+@pytest.mark.controls("gs:APP.2.2.A5")
+def test_directory_consistent(host):
+    out = host.run("samba-tool dbcheck --cross-ncs")
+    assert out.rc == 0 and re.search(r"Checked \d+ objects \(0 errors\)", out.stdout), out.stdout[-500:]

@@ -1,0 +1,531 @@
+"""base role: what every host of the estate promises (roles/base)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from basisit.verify.suite import connect, context, estate, not_applicable, sshd_effective, words
+
+pytestmark = pytest.mark.role("any")
+
+ROUTERS = {"gateway", "zentral_gateway"}
+# Local services a role offers beyond the allow matrix (the role's own nftables drop-ins).
+ROLE_TCP_SERVICES = {
+    "gateway": {53},
+    "zentral_gateway": {53},
+    "ad_dc": {139, *range(49152, 65536)},  # NetBIOS session, Samba's dynamic RPC port range
+}
+WEAK_ALGORITHMS = {
+    "kex": {"diffie-hellman-group1-sha1", "diffie-hellman-group14-sha1", "diffie-hellman-group-exchange-sha1"},
+    "ciphers": {"3des-cbc", "aes128-cbc", "aes192-cbc", "aes256-cbc", "arcfour", "arcfour128", "arcfour256"},
+    "macs": {
+        "hmac-md5",
+        "hmac-md5-96",
+        "hmac-sha1",
+        "hmac-sha1-96",
+        "umac-64@openssh.com",
+        "hmac-md5-etm@openssh.com",
+        "hmac-md5-96-etm@openssh.com",
+        "hmac-sha1-etm@openssh.com",
+        "hmac-sha1-96-etm@openssh.com",
+        "umac-64-etm@openssh.com",
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def sshd(host) -> dict[str, str]:
+    return sshd_effective(host)
+
+
+# --- reachability of the host itself -------------------------------------------------------
+
+
+@pytest.mark.controls("gs:SYS.1.1.A23", "gs:OPS.1.1.2.A6")
+def test_ssh_reachable(target):
+    """The probe `basisit verify` ran first: the host answers SSH within the connect timeout."""
+    if target.reachable is False:
+        pytest.fail(f"{target.name}: {target.error}", pytrace=False)
+    if target.reachable is None:  # a direct pytest run without the probe: connect now
+        assert connect(target.name).run("true").rc == 0
+
+
+# --- sshd hardening (effective configuration) ----------------------------------------------
+
+SSHD_OPTIONS = [
+    # option, allowed values, control ids
+    ("passwordauthentication", {"no"}, ("gs:SYS.1.3.A8", "wiba:Serversysteme", "devsec:sshd-27")),
+    ("permitemptypasswords", {"no"}, ("gs:SYS.1.3.A8", "cis-deb12:5.1.19", "devsec:sshd-28")),
+    ("kbdinteractiveauthentication", {"no"}, ("gs:SYS.1.3.A8", "devsec:sshd-29")),
+    ("pubkeyauthentication", {"yes"}, ("gs:SYS.1.3.A8", "devsec:sshd-22")),
+    ("permitrootlogin", {"no", "prohibit-password", "without-password"}, ("gs:OPS.1.1.2.A6", "devsec:sshd-06")),
+    ("hostbasedauthentication", {"no"}, ("gs:SYS.1.3.A8", "cis-deb12:5.1.10", "devsec:sshd-25")),
+    ("ignorerhosts", {"yes"}, ("gs:SYS.1.3.A8", "cis-deb12:5.1.11", "devsec:sshd-23")),
+    ("permituserenvironment", {"no"}, ("gs:SYS.1.1.A2", "cis-deb12:5.1.21", "devsec:sshd-17")),
+    ("loglevel", {"VERBOSE", "INFO"}, ("gs:OPS.1.1.2.A5", "cis-deb12:5.1.14", "devsec:sshd-13")),
+    ("x11forwarding", {"no"}, ("gs:SYS.1.1.A6", "cis-deb12:5.1.8", "devsec:sshd-42")),
+    ("allowtcpforwarding", {"no"}, ("gs:SYS.1.1.A6", "cis-deb12:5.1.8", "devsec:sshd-39")),
+    ("allowagentforwarding", {"no"}, ("gs:SYS.1.1.A6", "cis-deb12:5.1.8", "devsec:sshd-40")),
+    ("permittunnel", {"no"}, ("gs:SYS.1.1.A6", "devsec:sshd-38")),
+    ("gatewayports", {"no"}, ("gs:SYS.1.1.A6", "devsec:sshd-41")),
+    ("usepam", {"yes"}, ("cis-deb12:5.1.22",)),
+]
+
+
+@pytest.mark.feature("base/sshd")
+@pytest.mark.parametrize(
+    ("option", "allowed"),
+    [pytest.param(o, a, marks=pytest.mark.controls(*c), id=o) for o, a, c in SSHD_OPTIONS],
+)
+def test_sshd_option(sshd, option, allowed):
+    assert sshd.get(option) in allowed, f"sshd -T: {option} {sshd.get(option)}; expected {' or '.join(sorted(allowed))}"
+
+
+@pytest.mark.feature("base/sshd")
+@pytest.mark.controls("gs:SYS.1.3.A8", "cis-deb12:5.1.16", "devsec:sshd-19")
+def test_sshd_max_auth_tries(sshd):
+    assert int(sshd["maxauthtries"]) <= 4
+
+
+@pytest.mark.feature("base/sshd")
+@pytest.mark.controls("cis-deb12:5.1.13", "devsec:sshd-18")
+def test_sshd_login_grace_time(sshd):
+    assert 1 <= int(sshd["logingracetime"]) <= 60
+
+
+@pytest.mark.feature("base/sshd")
+@pytest.mark.controls("cis-deb12:5.1.7", "devsec:sshd-36", "devsec:sshd-37")
+def test_sshd_client_alive(sshd):
+    assert int(sshd["clientaliveinterval"]) > 0
+    assert 0 < int(sshd["clientalivecountmax"]) <= 3
+
+
+@pytest.mark.feature("base/sshd")
+@pytest.mark.parametrize(
+    ("option", "kind"),
+    [
+        pytest.param(
+            "kexalgorithms", "kex", marks=pytest.mark.controls("cis-deb12:5.1.12", "devsec:sshd-02"), id="kex"
+        ),
+        pytest.param(
+            "ciphers", "ciphers", marks=pytest.mark.controls("cis-deb12:5.1.6", "devsec:sshd-01"), id="ciphers"
+        ),
+        pytest.param("macs", "macs", marks=pytest.mark.controls("cis-deb12:5.1.15", "devsec:sshd-03"), id="macs"),
+    ],
+)
+def test_sshd_no_weak_algorithms(sshd, option, kind):
+    weak = words(sshd[option]) & WEAK_ALGORITHMS[kind]
+    assert not weak, f"sshd -T: {option} offers weak {sorted(weak)}"
+
+
+@pytest.mark.feature("base/sshd")
+@pytest.mark.controls("cis-deb12:5.1.5", "devsec:sshd-46", "gs:SYS.1.3.A14")
+def test_sshd_banner(host, sshd):
+    banner = sshd.get("banner", "none")
+    assert banner != "none", "sshd -T: no Banner"
+    assert host.file(banner).is_file and host.file(banner).size > 0
+
+
+@pytest.mark.feature("base/sshd")
+@pytest.mark.controls("gs:SYS.1.3.A8", "wiba:Serversysteme", "devsec:sshd-27")
+def test_ssh_password_login_refused(target):
+    """Real client behaviour: the server offers no password or keyboard-interactive login."""
+    if target.reachable is False:
+        pytest.fail(target.error, pytrace=False)
+    cfg = context()["ssh_config"]
+    p = subprocess.run(
+        [
+            "ssh",
+            "-F",
+            cfg,
+            "-o",
+            "ControlMaster=no",
+            "-o",
+            "ControlPath=none",
+            "-o",
+            "PubkeyAuthentication=no",
+            "-o",
+            "PreferredAuthentications=password,keyboard-interactive",
+            "-o",
+            "NumberOfPasswordPrompts=0",
+            "-o",
+            "LogLevel=INFO",
+            target.name,
+            "true",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        stdin=subprocess.DEVNULL,
+    )
+    assert p.returncode == 255, "a login without a key succeeded"
+    denied = [ln for ln in p.stderr.splitlines() if "Permission denied" in ln]
+    assert denied, f"no authentication refusal from the server: {p.stderr.strip()}"
+    methods = denied[-1].split("(", 1)[-1].rstrip(").")
+    assert "password" not in methods.split(",") and "keyboard-interactive" not in methods.split(","), denied[-1]
+
+
+# --- named admins ---------------------------------------------------------------------------
+
+
+def _admins():
+    return estate().standard.admins
+
+
+@pytest.mark.feature("base/admins")
+@pytest.mark.controls("gs:OPS.1.1.2.A5", "gs:ORP.4.A1", "wiba:IT-Administration")
+def test_named_admins_exist(host):
+    for a in _admins():
+        u = host.user(a.name)
+        assert u.exists, f"admin {a.name} missing"
+        assert u.uid == a.uid, f"admin {a.name} has uid {u.uid}; expected {a.uid}"
+        assert "basisit-admins" in u.groups
+
+
+@pytest.mark.feature("base/admins")
+@pytest.mark.controls(
+    "gs:OPS.1.1.2.A5", "gs:ORP.4.A2", "wiba:IT-Administration", "wiba:Rollen / Berechtigungen / Authentisierung"
+)
+def test_admin_group_only_named_admins(host):
+    members = host.check_output("getent group basisit-admins").split(":")[3]
+    assert words(members) <= {a.name for a in _admins()}, f"basisit-admins has members outside the standard: {members}"
+
+
+@pytest.mark.feature("base/admins")
+@pytest.mark.controls("gs:SYS.1.3.A8", "gs:ORP.4.A8")
+def test_admin_passwords_locked(host):
+    """Admins log in with keys only: their password field is locked."""
+    for a in _admins():
+        field = host.check_output(f"getent shadow {a.name}").split(":")[1]
+        assert field.startswith(("!", "*")), f"{a.name} has a usable password"
+
+
+@pytest.mark.feature("base/admins")
+@pytest.mark.controls("gs:SYS.1.3.A2", "cis-deb12:5.4.2.1")
+def test_root_only_uid_zero(host):
+    uid0 = [ln.split(":")[0] for ln in host.check_output("getent passwd").splitlines() if ln.split(":")[2] == "0"]
+    assert uid0 == ["root"]
+
+
+@pytest.mark.feature("base/admins")
+@pytest.mark.parametrize(
+    ("database", "column"),
+    [
+        pytest.param(
+            "passwd", 2, marks=pytest.mark.controls("gs:SYS.1.3.A2", "cis-deb12:7.2.5", "devsec:os-07"), id="uid"
+        ),
+        pytest.param(
+            "group", 2, marks=pytest.mark.controls("gs:SYS.1.3.A2", "cis-deb12:7.2.6", "devsec:os-07"), id="gid"
+        ),
+    ],
+)
+def test_unique_ids(host, database, column):
+    ids = [ln.split(":")[column] for ln in host.check_output(f"cat /etc/{database}").splitlines() if ln]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    assert not dupes, f"duplicate ids in /etc/{database}: {dupes}"
+
+
+@pytest.mark.feature("base/admins")
+@pytest.mark.controls("cis-deb12:7.2.2", "devsec:os-03b")
+def test_no_empty_passwords(host):
+    empty = [ln.split(":")[0] for ln in host.check_output("getent shadow").splitlines() if ln.split(":")[1] == ""]
+    assert not empty, f"accounts with an empty password: {empty}"
+
+
+# --- sudo -----------------------------------------------------------------------------------
+
+
+SUDOERS_FILES = "cat /etc/sudoers $(find /etc/sudoers.d -maxdepth 1 -type f ! -name '*~' ! -name '*.*' ! -name README)"
+
+
+@pytest.fixture(scope="module")
+def sudoers(host) -> list[str]:
+    """The logical lines of every file sudo loads (sudoers and sudoers.d, as sudo selects them)."""
+    assert host.run("visudo -c -q").rc == 0, "sudoers does not parse"
+    text = host.check_output(SUDOERS_FILES).replace("\\\n", " ")
+    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+
+
+def _global_defaults(lines: list[str]) -> dict[str, str | bool]:
+    out: dict[str, str | bool] = {}
+    for ln in lines:
+        if not ln.startswith("Defaults") or ln[len("Defaults") : len("Defaults") + 1] not in (" ", "\t"):
+            continue
+        for opt in ln[len("Defaults") :].split(","):
+            opt = opt.strip()
+            if "=" in opt:
+                k, v = opt.split("=", 1)
+                out[k.strip().rstrip("+-")] = v.strip().strip('"')
+            elif opt:
+                out[opt.lstrip("!")] = not opt.startswith("!")
+    return out
+
+
+@pytest.mark.feature("base/sudo")
+@pytest.mark.controls("cis-deb12:5.2.2", "gs:OPS.1.1.2.A5")
+def test_sudo_use_pty(sudoers):
+    assert _global_defaults(sudoers).get("use_pty") is True
+
+
+@pytest.mark.feature("base/sudo")
+@pytest.mark.controls("cis-deb12:5.2.3", "gs:OPS.1.1.2.A5", "wiba:IT-Administration")
+def test_sudo_logfile(host, sudoers):
+    logfile = _global_defaults(sudoers).get("logfile")
+    assert isinstance(logfile, str) and logfile.startswith("/"), "sudoers sets no logfile"
+    d = host.file(logfile.rsplit("/", 1)[0])
+    assert d.is_directory and d.user == "root"
+
+
+@pytest.mark.feature("base/sudo")
+@pytest.mark.controls("gs:OPS.1.1.2.A5", "gs:ORP.4.A2", "wiba:IT-Administration")
+def test_sudo_only_named_admins(host, sudoers):
+    """Whoever a sudo rule names (users, members of groups) is root or a named admin."""
+    named = {a.name for a in _admins()} | {"root"}
+    grantees: set[str] = set()
+    for ln in sudoers:
+        first = ln.split()[0]
+        if first.startswith(
+            ("Defaults", "User_Alias", "Runas_Alias", "Host_Alias", "Cmnd_Alias", "@include", "#include")
+        ):
+            continue
+        for who in first.split(","):
+            if who.startswith("%"):
+                g = host.run("getent group %s", who[1:])
+                members = g.stdout.strip().split(":")[3] if g.rc == 0 else ""
+                grantees |= words(members)
+            else:
+                grantees.add(who)
+    assert grantees <= named, f"sudo rules reach {sorted(grantees - named)}"
+
+
+# --- automatic security updates -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def apt_config(host) -> str:
+    return host.check_output("apt-config dump")
+
+
+@pytest.mark.feature("base/updates")
+@pytest.mark.controls("gs:OPS.1.1.3.A3", "gs:OPS.1.1.3.A15", "gs:SYS.2.1.A3", "wiba:IT-Administration")
+def test_unattended_upgrades_enabled(host, apt_config):
+    assert host.package("unattended-upgrades").is_installed
+    assert 'APT::Periodic::Unattended-Upgrade "1";' in apt_config
+    assert 'APT::Periodic::Update-Package-Lists "1";' in apt_config
+
+
+@pytest.mark.feature("base/updates")
+@pytest.mark.controls("gs:OPS.1.1.3.A3", "gs:OPS.1.1.3.A15")
+def test_unattended_upgrades_security_origin(apt_config):
+    origins = [
+        ln
+        for ln in apt_config.splitlines()
+        if ln.startswith(("Unattended-Upgrade::Origins-Pattern::", "Unattended-Upgrade::Allowed-Origins::"))
+    ]
+    assert any("Debian-Security" in o or "security" in o for o in origins), origins
+
+
+@pytest.mark.feature("base/updates")
+@pytest.mark.controls("gs:OPS.1.1.3.A3")
+@pytest.mark.parametrize("timer", ["apt-daily.timer", "apt-daily-upgrade.timer"])
+def test_apt_timers_enabled(host, timer):
+    assert host.service(timer).is_enabled
+
+
+@pytest.mark.feature("base/updates")
+@pytest.mark.controls("gs:OPS.1.1.3.A10")
+def test_apt_no_unauthenticated(apt_config):
+    risky = ("AllowUnauthenticated", "AllowInsecureRepositories", "AllowDowngradeToInsecureRepositories")
+    bad = [ln for ln in apt_config.splitlines() if any(r in ln for r in risky) and ('"1"' in ln or '"true"' in ln)]
+    assert not bad, bad
+
+
+# --- time sync ------------------------------------------------------------------------------
+
+
+@pytest.mark.feature("base/time")
+@pytest.mark.controls("gs:OPS.1.1.5.A4", "cis-deb12:2.3.1.1", "wiba:Vorbereitung für Sicherheitsvorfälle")
+def test_chrony_running(host):
+    assert host.service("chrony").is_running
+    assert not host.service("systemd-timesyncd").is_running, "two time-sync daemons"
+
+
+@pytest.mark.feature("base/time")
+@pytest.mark.controls("gs:OPS.1.1.5.A4", "gs:NET.3.2.A22")
+def test_chrony_sources_from_standard(host, target):
+    """Gateways sync from the standard's NTP servers, every other host from its zone's gateway."""
+    sources = host.check_output("chronyc -n -c sources").splitlines()
+    addrs = {ln.split(",")[2] for ln in sources if ln.count(",") >= 2}
+    assert addrs, "chrony has no sources"
+    if ROUTERS & set(target.roles):
+        return
+    mh = next(h for h in estate().site(target.kommune).hosts if h.name == target.name)
+    gw = estate().site(target.kommune).zones[mh.primary_zone].gateway
+    assert str(gw) in addrs, f"chrony sources {sorted(addrs)}; expected the zone gateway {gw}"
+
+
+# --- journal and forwarding -----------------------------------------------------------------
+
+
+@pytest.mark.feature("base/journal")
+@pytest.mark.controls("gs:OPS.1.1.5.A3", "gs:SYS.1.1.A10")
+def test_journal_persistent(host):
+    assert host.file("/var/log/journal").is_directory
+    assert host.service("systemd-journald").is_running
+
+
+@pytest.mark.feature("base/journal")
+@pytest.mark.controls("gs:OPS.1.1.5.A6", "gs:DER.1.A5")
+def test_log_forwarding_configured(host, target):
+    """rsyslog runs, its configuration parses, and it forwards to the log host where the matrix allows it."""
+    from basisit import policy
+
+    assert host.service("rsyslog").is_running
+    assert host.run("rsyslogd -N1").rc == 0
+    model_host = next(h for h in estate().site(target.kommune).hosts if h.name == target.name)
+    flows = [f for f in policy.outbound(estate(), model_host) if f.rule == "server-log"]
+    conf = host.check_output("cat /etc/rsyslog.conf /etc/rsyslog.d/*.conf")
+    if flows:
+        assert f'target="{flows[0].dst.network_address}"' in conf, "rsyslog does not forward to the log host"
+    else:
+        assert "omfwd" not in conf, "forwards although the allow matrix gives no path to the log host"
+
+
+@pytest.mark.feature("log_host")
+@pytest.mark.controls("gs:OPS.1.1.5.A6", "gs:DER.1.A5", "wiba:Vorbereitung für Sicherheitsvorfälle")
+def test_logs_forwarded_to_log_host(host, target):
+    """rsyslog holds a TCP connection to the zentral log host where the allow matrix permits it."""
+    from basisit import policy
+
+    model_host = next(h for h in estate().site(target.kommune).hosts if h.name == target.name)
+    flows = [f for f in policy.outbound(estate(), model_host) if f.rule == "server-log"]
+    if not flows:
+        not_applicable("the allow matrix gives this host no path to the log host")
+    assert host.service("rsyslog").is_running
+    log_addr = str(flows[0].dst.network_address)
+    est = host.check_output("ss -Htn state established dst %s", log_addr)
+    assert f"{log_addr}:{flows[0].port}" in est, f"no established connection to {log_addr}:{flows[0].port}"
+
+
+# --- sysctl ---------------------------------------------------------------------------------
+
+SYSCTLS = [
+    ("kernel.randomize_va_space", "2", ("gs:SYS.1.3.A4", "cis-deb12:1.5.1", "devsec:sysctl-31")),
+    ("net.ipv4.conf.all.send_redirects", "0", ("cis-deb12:3.3.2",)),
+    ("net.ipv4.icmp_ignore_bogus_error_responses", "1", ("cis-deb12:3.3.3",)),
+    ("net.ipv4.icmp_echo_ignore_broadcasts", "1", ("cis-deb12:3.3.4",)),
+    ("net.ipv4.conf.all.accept_redirects", "0", ("cis-deb12:3.3.5",)),
+    ("net.ipv4.conf.all.secure_redirects", "0", ("cis-deb12:3.3.6",)),
+    ("net.ipv4.conf.all.rp_filter", "1", ("cis-deb12:3.3.7",)),
+    ("net.ipv4.conf.all.accept_source_route", "0", ("cis-deb12:3.3.8",)),
+    ("net.ipv4.conf.all.log_martians", "1", ("cis-deb12:3.3.9",)),
+    ("net.ipv4.tcp_syncookies", "1", ("cis-deb12:3.3.10",)),
+]
+
+
+@pytest.mark.feature("base/sysctl")
+@pytest.mark.parametrize(
+    ("key", "value"), [pytest.param(k, v, marks=pytest.mark.controls(*c), id=k) for k, v, c in SYSCTLS]
+)
+def test_sysctl(host, target, key, value):
+    want = {value}
+    if key.endswith("rp_filter") and ROUTERS & set(target.roles):
+        want.add("2")  # loose mode on routers with asymmetric paths (still CIS 3.3.7: not 0)
+    got = host.check_output("sysctl -n %s", key)
+    assert got in want, f"sysctl {key} = {got}; expected {' or '.join(sorted(want))}"
+
+
+@pytest.mark.feature("base/sysctl")
+@pytest.mark.controls("cis-deb12:3.3.1", "gs:NET.3.2.A8")
+def test_ip_forward_only_on_routers(host, target):
+    if ROUTERS & set(target.roles):
+        not_applicable("routing is this host's job (CIS 3.3.1 conflicts with a gateway)")
+    assert host.check_output("sysctl -n net.ipv4.ip_forward") == "0"
+
+
+# --- host firewall --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ruleset(host) -> list[dict]:
+    return json.loads(host.check_output("nft -j list ruleset"))["nftables"]
+
+
+def _input_chains(ruleset: list[dict]) -> list[dict]:
+    return [e["chain"] for e in ruleset if "chain" in e and e["chain"].get("hook") == "input"]
+
+
+@pytest.mark.feature("base/firewall")
+@pytest.mark.controls("gs:SYS.1.1.A19", "gs:NET.3.2.A2", "cis-deb12:4.1.1", "wiba:Sicherheitsmechanismen")
+def test_firewall_input_default_deny(ruleset):
+    chains = _input_chains(ruleset)
+    assert chains, "nftables has no input base chain"
+    assert all(c.get("policy") == "drop" for c in chains), [(c["name"], c.get("policy")) for c in chains]
+
+
+@pytest.mark.feature("base/firewall")
+@pytest.mark.controls("gs:SYS.1.1.A19", "gs:NET.3.2.A3")
+def test_firewall_stateful(ruleset):
+    text = json.dumps([e["rule"] for e in ruleset if "rule" in e])
+    assert '"ct"' in text and "established" in text, "no conntrack (established) rule"
+
+
+@pytest.mark.feature("base/firewall")
+@pytest.mark.controls("gs:SYS.1.1.A19", "gs:NET.3.2.A4")
+def test_firewall_service_enabled(host):
+    assert host.service("nftables").is_enabled
+
+
+@pytest.mark.feature("base/firewall")
+@pytest.mark.controls("gs:SYS.1.1.A6", "gs:SYS.1.1.A5", "gs:NET.3.2.A4")
+def test_only_allowed_tcp_ports_listen_publicly(host, target):
+    """Every TCP port listening beyond loopback is admitted by the allow matrix, is SSH, or is a service of the host's role."""
+    from basisit import policy
+
+    model_host = next(h for h in estate().site(target.kommune).hosts if h.name == target.name)
+    allowed = {f.port for f in policy.inbound(estate(), model_host) if f.proto == "tcp"} | {22}
+    for role in target.roles:
+        allowed |= ROLE_TCP_SERVICES.get(role, set())
+    listening = set()
+    for ln in host.check_output("ss -Htln").splitlines():
+        local = ln.split()[3]
+        addr, _, port = local.rpartition(":")
+        if addr.strip("[]").startswith(("127.", "::1")):
+            continue
+        listening.add(int(port))
+    assert listening <= allowed, f"listening on {sorted(listening - allowed)}, not in the allow matrix"
+
+
+# --- banner and audit -----------------------------------------------------------------------
+
+
+@pytest.mark.feature("base/banner")
+@pytest.mark.controls("gs:SYS.1.3.A14")
+@pytest.mark.parametrize("path", ["/etc/issue", "/etc/issue.net"])
+def test_banner_without_os_details(host, path):
+    f = host.file(path)
+    assert f.is_file and f.size > 0
+    assert not any(esc in f.content_string for esc in ("\\v", "\\r", "\\m", "\\s", "Debian")), f"{path} reveals the OS"
+
+
+@pytest.mark.feature("base/audit")
+@pytest.mark.controls("gs:SYS.1.1.A10", "gs:OPS.1.1.5.A3", "devsec:package-08")
+def test_audit_rules_deployed(host):
+    """The rules are on disk and complete (also in containers, where auditd cannot run)."""
+    assert host.package("auditd").is_installed
+    rules = host.check_output("cat /etc/audit/rules.d/*.rules")
+    for watched in ("/etc/sudoers", "/etc/passwd", "/etc/group", "/etc/shadow"):
+        assert f"-w {watched} " in rules, f"no audit rule watches {watched}"
+
+
+@pytest.mark.feature("base/audit")
+@pytest.mark.controls("gs:SYS.1.1.A10", "devsec:package-08")
+def test_audit_rules_loaded(host):
+    """Where the kernel supports audit: auditd runs and the kernel has the rules."""
+    if host.run("systemd-detect-virt -c -q").rc == 0:
+        not_applicable("containers have no kernel audit support; the rules are verified on disk")
+    assert host.service("auditd").is_running
+    assert "/etc/sudoers" in host.check_output("auditctl -l")
