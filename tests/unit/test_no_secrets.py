@@ -14,6 +14,7 @@ ASSIGNMENT = re.compile(
     r"""(?ix)\b([a-z_]*(password|passwd|secret|token|psk|private_key)[a-z_]*)\s*[:=]\s*["']?([^\s"'#{}]{8,})"""
 )
 NOT_SECRET_SUFFIXES = ("_policy", "_length", "_age_days", "_settings")  # settings about secrets
+NOT_SECRET_KEYS = {"update_password"}  # ansible.builtin.user's switch (always / on_create)
 ALLOWED_VALUE = re.compile(r"(?i)(lookup|vault|\{\{|_file|_path|/|\.|changeme|example|none|null|true|false|\$)")
 
 
@@ -31,7 +32,12 @@ def findings(name: str, text: str) -> list[str]:
         hits.append(f"{name}: contains a private key")
     for n, line in enumerate(text.splitlines(), 1):
         m = ASSIGNMENT.search(line)
-        if m and not ALLOWED_VALUE.search(m.group(3)) and not m.group(1).lower().endswith(NOT_SECRET_SUFFIXES):
+        if (
+            m
+            and not ALLOWED_VALUE.search(m.group(3))
+            and not m.group(1).lower().endswith(NOT_SECRET_SUFFIXES)
+            and m.group(1).lower() not in NOT_SECRET_KEYS
+        ):
             hits.append(f"{name}:{n}: {m.group(1)} is assigned a literal value")
     return hits
 
