@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -57,6 +58,10 @@ class Target:
 
     def addr(self, zone: str) -> str:
         return dict(self.addresses)[zone]
+
+    @property
+    def addresses_ip(self) -> list[ipaddress.IPv4Address]:
+        return [ipaddress.IPv4Address(a) for _, a in self.addresses]
 
 
 @cache
@@ -171,31 +176,35 @@ def sshd_effective(h) -> dict[str, str]:
     return out
 
 
-def tcp_probe(h, address: str, port: int, timeout: float = 2.0) -> str:
-    """From host h: 'open', 'refused' or 'timeout' for a TCP connect to address:port."""
+def tcp_probe(h, address: str, port: int, timeout: float = 2.0, source: str = "") -> str:
+    """From host h (bound to `source` when given): 'open', 'refused' or 'timeout' for a TCP connect."""
     code = (
         "import socket,sys\n"
         "s=socket.socket();s.settimeout(float(sys.argv[3]))\n"
+        "if sys.argv[4]:s.bind((sys.argv[4],0))\n"
         "try:\n s.connect((sys.argv[1],int(sys.argv[2])));print('open')\n"
         "except socket.timeout:print('timeout')\n"
         "except ConnectionRefusedError:print('refused')\n"
         "except OSError as e:print('timeout' if e.errno in (113,101) else 'error:'+str(e))\n"
     )
-    return h.check_output(f"python3 -c {shlex.quote(code)} %s %s %s", address, port, timeout).strip()
+    return h.check_output(
+        f"python3 -c {shlex.quote(code)} %s %s %s %s", address, str(port), str(timeout), source
+    ).strip()
 
 
-def udp_dns_probe(h, address: str, name: str = "localhost", timeout: float = 2.0) -> str:
-    """From host h: 'answer' when a DNS server at address answers a query over UDP, else 'timeout'."""
+def udp_dns_probe(h, address: str, name: str = "localhost", timeout: float = 2.0, source: str = "") -> str:
+    """From host h (bound to `source` when given): 'answer' when a DNS server at address answers over UDP."""
     code = (
         "import socket,sys,struct\n"
         "q=struct.pack('>HHHHHH',0x1234,0x0100,1,0,0,0)+b''.join(bytes([len(p)])+p.encode() for p in sys.argv[2].split('.'))+b'\\0'+struct.pack('>HH',1,1)\n"
         "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(float(sys.argv[3]))\n"
+        "if sys.argv[4]:s.bind((sys.argv[4],0))\n"
         "s.sendto(q,(sys.argv[1],53))\n"
         "try:\n d=s.recv(512);print('answer' if d[:2]==q[:2] else 'garbage')\n"
         "except socket.timeout:print('timeout')\n"
         "except OSError:print('timeout')\n"
     )
-    return h.check_output(f"python3 -c {shlex.quote(code)} %s %s %s", address, name, timeout).strip()
+    return h.check_output(f"python3 -c {shlex.quote(code)} %s %s %s %s", address, name, str(timeout), source).strip()
 
 
 def words(s: str) -> set[str]:

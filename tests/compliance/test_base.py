@@ -357,14 +357,17 @@ def test_chrony_running(host):
 @pytest.mark.controls("gs:OPS.1.1.5.A4", "gs:NET.3.2.A22")
 def test_chrony_sources_from_standard(host, target):
     """Gateways sync from the standard's NTP servers, every other host from its zone's gateway."""
+    if ROUTERS & set(target.roles):
+        # Upstream names may not resolve offline: compare the configured servers (chronyc lists resolved ones only).
+        conf = host.check_output("cat /etc/chrony/chrony.conf")
+        servers = {ln.split()[1] for ln in conf.splitlines() if ln.startswith(("server ", "pool "))}
+        assert servers == set(estate().standard.services.ntp.servers), f"chrony servers {sorted(servers)}"
+        return
     sources = host.check_output("chronyc -n -c sources").splitlines()
     addrs = {ln.split(",")[2] for ln in sources if ln.count(",") >= 2}
-    assert addrs, "chrony has no sources"
-    if ROUTERS & set(target.roles):
-        return
     mh = next(h for h in estate().site(target.kommune).hosts if h.name == target.name)
     gw = estate().site(target.kommune).zones[mh.primary_zone].gateway
-    assert str(gw) in addrs, f"chrony sources {sorted(addrs)}; expected the zone gateway {gw}"
+    assert addrs == {str(gw)}, f"chrony sources {sorted(addrs)}; expected the zone gateway {gw}"
 
 
 # --- journal and forwarding -----------------------------------------------------------------
@@ -387,7 +390,7 @@ def test_log_forwarding_configured(host, target):
     assert host.run("rsyslogd -N1").rc == 0
     model_host = next(h for h in estate().site(target.kommune).hosts if h.name == target.name)
     flows = [f for f in policy.outbound(estate(), model_host) if f.rule == "server-log"]
-    conf = host.check_output("cat /etc/rsyslog.conf /etc/rsyslog.d/*.conf")
+    conf = host.check_output("cat /etc/rsyslog.conf; cat /etc/rsyslog.d/*.conf 2>/dev/null; true")
     if flows:
         assert f'target="{flows[0].dst.network_address}"' in conf, "rsyslog does not forward to the log host"
     else:
@@ -516,7 +519,7 @@ def test_banner_without_os_details(host, path):
 def test_audit_rules_deployed(host):
     """The rules are on disk and complete (also in containers, where auditd cannot run)."""
     assert host.package("auditd").is_installed
-    rules = host.check_output("cat /etc/audit/rules.d/*.rules")
+    rules = host.check_output("cat /etc/audit/rules.d/*.rules 2>/dev/null; true")
     for watched in ("/etc/sudoers", "/etc/passwd", "/etc/group", "/etc/shadow"):
         assert f"-w {watched} " in rules, f"no audit rule watches {watched}"
 

@@ -31,6 +31,7 @@ class Case:
     rule: str
     dst: str  # destination host
     address: str
+    source: str  # the probing host's address inside the flow's source network
     proto: str
     port: int
     expect: str  # open | timeout
@@ -88,7 +89,8 @@ def allowed_cases() -> list:
                 if dst not in realised or dst == src:
                     continue
                 addr = str(f.dst.network_address) if f.dst.prefixlen == 32 else realised[dst].address
-                c = Case(src, slug, f.rule, dst, addr, f.proto, f.port, "open")
+                source = next(str(a) for a in realised[src].addresses_ip if a in f.src)
+                c = Case(src, slug, f.rule, dst, addr, source, f.proto, f.port, "open")
                 ctl = ["gs:NET.1.1.A21", "gs:NET.3.2.A6"] if f.port == 22 else []
                 out.append(
                     pytest.param(
@@ -140,7 +142,7 @@ def forbidden_cases() -> list:
                 estate(), estate().site(dst.site), src.address, addr, "tcp", 22
             ):
                 continue  # the matrix allows it after all: not a forbidden sample
-            c = Case(src.name, slug, "forbidden", dst.name, str(addr), "tcp", 22, "timeout")
+            c = Case(src.name, slug, "forbidden", dst.name, str(addr), str(src.address), "tcp", 22, "timeout")
             out.append(
                 pytest.param(
                     c,
@@ -161,8 +163,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def _probe(c: Case) -> str:
     h = connect(c.name)
     if c.proto == "udp" and c.port == 53:
-        return udp_dns_probe(h, c.address, timeout=PROBE_TIMEOUT)
-    return tcp_probe(h, c.address, c.port, PROBE_TIMEOUT)
+        return udp_dns_probe(h, c.address, timeout=PROBE_TIMEOUT, source=c.source)
+    return tcp_probe(h, c.address, c.port, PROBE_TIMEOUT, source=c.source)
 
 
 @pytest.mark.controls("wiba:Netze", "gs:NET.1.1.A5")

@@ -1,0 +1,165 @@
+"""`basisit verify` against a converged lab site (nalbach + zentral of the session lab).
+
+After the roles converged nalbach, the run passes; then hosts are broken on purpose and the
+matching checks must fail with their control ids: sshd password login re-enabled, a forward
+rule removed from the gateway's firewall; an expired waiver fails the run; a stopped host is
+reported unreachable within the connect timeout. (The missing newest backup snapshot follows
+once the backup role lands: its checks are gated until then.)
+
+Reports go to a state directory of this module (the lab's site facts are copied there), so the
+lab's own state is not touched. The module leaves the lab as the session fixture made it: the
+hosts are re-created afterwards (unconfigured), as tests/lab/test_converge.py does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.lab
+
+ROOT = Path(__file__).resolve().parents[2]
+KOMMUNE = "nalbach"
+
+# Enabled once the checks have passed against a converged lab site; until then the module is
+# skipped (set BASISIT_LAB_VERIFY=1 to run it by hand).
+ENABLED = False
+if not (ENABLED or os.environ.get("BASISIT_LAB_VERIFY") == "1"):
+    pytest.skip(
+        "verify lab test not enabled yet: the compliance checks have not yet passed against a converged lab site",
+        allow_module_level=True,
+    )
+
+try:  # the converge step of the roles' lab test (tests/lab/test_converge.py)
+    from test_converge import _assert_recap, _playbook
+except ImportError as e:  # pragma: no cover - only while the roles' lab test does not exist
+    pytest.skip(f"tests/lab/test_converge.py has no converge step to reuse ({e})", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def site(lab, tmp_path_factory):
+    """nalbach + zentral converged; a verify state dir with copies of the lab's site facts."""
+    p, _ = _playbook(lab)
+    _assert_recap(p, "converge for verify")
+    state = tmp_path_factory.mktemp("verify-state")
+    (state / "facts").mkdir()
+    for f in (lab.state / "facts").glob("*.json"):
+        shutil.copy2(f, state / "facts" / f.name)
+    yield lab, state
+    lab.cli("lab", "down", "--all")
+    lab.cli("lab", "up", *[a for s in lab.sites for a in ("--kommune", s)])
+
+
+def verify(state: Path, *args: str, inventory: Path = ROOT / "inventory") -> tuple[subprocess.CompletedProcess, dict]:
+    cmd = [sys.executable, "-m", "basisit.cli", "--inventory", str(inventory), "--state", str(state), "verify"]
+    p = subprocess.run([*cmd, "--kommune", KOMMUNE, *args], capture_output=True, text=True, cwd=ROOT, timeout=900)
+    runs = sorted((state / "reports" / "runs").iterdir()) if (state / "reports" / "runs").exists() else []
+    doc = json.loads((runs[-1] / "results.json").read_text(encoding="utf-8")) if runs else {}
+    return p, doc
+
+
+def failing(doc: dict) -> list[dict]:
+    return [r for r in doc.get("results", []) if r["state"] == "fail"]
+
+
+def host_address(lab, name: str) -> str:
+    return next(str(h.address) for h in lab.estate.hosts() if h.name == name)
+
+
+def test_converged_site_passes(site):
+    _lab, state = site
+    p, doc = verify(state, "--jobs", "2")
+    assert p.returncode == 0, p.stdout[-6000:] + p.stderr[-2000:]
+    s = doc["summary"]
+    assert s["fail"] == 0 and s["pass"] > 100, s
+    assert {h["name"] for h in doc["run"]["hosts"] if h["reachable"]} >= {"nalbach-gw", "nalbach-dc1"}
+
+
+def test_sshd_password_login_reenabled_fails_with_controls(site):
+    lab, state = site
+    addr = host_address(lab, "nalbach-dc1")
+    broken = "/etc/ssh/sshd_config.d/00-broken.conf"
+    r = lab.ssh(addr, f"echo 'PasswordAuthentication yes' > {broken} && systemctl reload ssh")
+    assert r.returncode == 0, r.stderr
+    try:
+        p, doc = verify(state, "--jobs", "2", "--", "-k", "sshd or password")
+    finally:
+        lab.ssh(addr, f"rm -f {broken} && systemctl reload ssh")
+    assert p.returncode == 1
+    bad = {(r["test_id"], r["host"]): r for r in failing(doc)}
+    opt = next(r for k, r in bad.items() if k[1] == "nalbach-dc1" and "passwordauthentication" in r["nodeid"])
+    assert {"gs:SYS.1.3.A8", "devsec:sshd-27"} <= set(opt["controls"])
+    login = bad[("test_base::test_ssh_password_login_refused", "nalbach-dc1")]
+    assert "gs:SYS.1.3.A8" in login["controls"]
+    assert all(r["host"] == "nalbach-dc1" for r in failing(doc)), [r["nodeid"] for r in failing(doc)]
+
+
+def test_forward_rule_removed_fails_with_controls(site):
+    lab, state = site
+    gw = host_address(lab, "nalbach-gw")
+    find = (
+        "nft -a list chain inet basisit forward | sed -n 's/.*comment \"zentral-mgmt-ssh\" # handle \\([0-9]*\\)/\\1/p'"
+    )
+    handles = lab.ssh(gw, find).stdout.split()
+    assert handles, "the gateway has no zentral-mgmt-ssh forward rule to remove"
+    try:
+        for h in handles:
+            assert lab.ssh(gw, f"nft delete rule inet basisit forward handle {h}").returncode == 0
+        p, doc = verify(state, "--jobs", "2", "--", "-k", "forward or allowed_flow")
+    finally:
+        lab.ssh(gw, "systemctl reload nftables || systemctl restart nftables")
+    assert p.returncode == 1
+    bad = failing(doc)
+    soll_ist = [r for r in bad if r["test_id"] == "test_gateway::test_forward_rules_match_allow_matrix"]
+    assert soll_ist and "gs:NET.1.1.A15" in soll_ist[0]["controls"]
+    flows = [r for r in bad if r["test_id"] == "test_reachability::test_allowed_flow_connects"]
+    assert flows and all("zentral-mgmt-ssh" in r["nodeid"] for r in flows)
+    assert all("gs:NET.1.1.A5" in r["controls"] for r in flows)
+
+
+def test_expired_waiver_fails(site, tmp_path):
+    _, state = site
+    inv = tmp_path / "inventory"
+    shutil.copytree(ROOT / "inventory", inv, ignore=shutil.ignore_patterns("group_vars", "basisit.yml"))
+    waiver = {
+        "id": "cis-deb12:5.1.14",
+        "scope": {"kommune": KOMMUNE},
+        "justification": "Expired on purpose: an expired waiver must fail the run.",
+        "approver": "lab test",
+        "expires": "2001-01-01",
+    }
+    (inv / "waivers.yaml").write_text(yaml.safe_dump({"waivers": [waiver]}), encoding="utf-8")
+    p, doc = verify(state, "--jobs", "2", "--", "-k", "ssh_reachable", inventory=inv)
+    assert p.returncode == 1
+    (r,) = failing(doc)
+    assert r["test_id"] == "waivers::expired" and r["controls"] == ["cis-deb12:5.1.14"]
+
+
+def test_stopped_host_reported_unreachable(site):
+    lab, state = site
+    from basisit.lab import host, names
+
+    site_model = lab.estate.site(KOMMUNE)
+    ep = site_model.hosts_with_role("endpoint")[0]
+    machine = names.machine(site_model, ep, lab.prefix)
+    host.stop(lab.state, machine)
+    try:
+        t0 = time.monotonic()
+        p, doc = verify(state, "--jobs", "2", "--connect-timeout", "3", "--", "-k", "ssh_reachable or sshd_option")
+        took = time.monotonic() - t0
+    finally:
+        lab.cli("lab", "up", "--kommune", KOMMUNE)
+    assert p.returncode == 1
+    assert f"{ep.name}: unreachable over ssh" in p.stdout
+    mine = [r for r in doc["results"] if r["host"] == ep.name]
+    assert mine and all(r["state"] == "fail" for r in mine)
+    assert all(r["state"] == "pass" for r in doc["results"] if r["host"] != ep.name)
+    assert took < 120
