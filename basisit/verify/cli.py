@@ -42,7 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--kommune", action="append", metavar="SLUG", help="a Kommune to verify (repeatable)")
     p.add_argument("--wave", metavar="W", help="every realised Kommune of a rollout wave")
-    p.add_argument("--all", action="store_true", help="every realised Kommune")
+    p.add_argument("--all", action="store_true", help="every realised Kommune, and zentral")
+    p.add_argument("--zentral", action="store_true", help="also check zentral's hosts (always with --all)")
     p.add_argument("--jobs", "-j", type=int, default=max(2, os.cpu_count() or 2), help="parallel pytest workers")
     p.add_argument(
         "--connect-timeout",
@@ -88,7 +89,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.connect_timeout < 1:
         raise UsageError(f"--connect-timeout {args.connect_timeout}: expected seconds >= 1")
     slugs = select_sites(estate, args.kommune, args.wave, args.all)
-    if not slugs:
+    args.check_zentral = bool(args.all or args.zentral)
+    if not slugs and not args.check_zentral:
         raise UsageError("nothing selected; name Kommunen with --kommune SLUG, a wave with --wave W, or --all")
     if not args.suite.is_dir():
         raise UsageError(f"{args.suite}: no such test suite directory")
@@ -99,7 +101,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"basisit: {e}", file=sys.stderr)
         return EXIT_INPUT
     named = set(args.kommune or [])
-    if unrealised and (set(unrealised) & named or len(unrealised) == len(slugs)):
+    if args.check_zentral and sitefacts.read(state, "zentral") is None:
+        unrealised.append("zentral")
+        if args.zentral:
+            named.add("zentral")
+    if unrealised and (set(unrealised) & named or len(unrealised) == len(slugs) + args.check_zentral):
         bad = [s for s in unrealised if s in named] or unrealised
         print(
             f"basisit: {', '.join(bad)}: not realised (no site facts in {sitefacts.facts_dir(state)}); "
@@ -110,6 +116,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if unrealised:
         print(f"not realised, left out: {', '.join(unrealised)}")
     slugs = [s for s in slugs if s not in unrealised]
+    args.check_zentral = args.check_zentral and "zentral" not in unrealised
     return run(args, estate, state, slugs, waiver_list)
 
 
@@ -120,13 +127,14 @@ def run(args, estate, state: Path, slugs: list[str], waiver_list: list[wv.Waiver
     run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
 
-    hosts = targets.hosts_of(estate, state, slugs)
+    hosts = targets.hosts_of(estate, state, slugs, check_zentral=getattr(args, "check_zentral", False))
     config = targets.write_ssh_config(hosts, state, args.connect_timeout)
     targets.probe_all(hosts, config, jobs=16, connect_timeout=args.connect_timeout)
     for h in hosts:
         if h.check and not h.reachable:
             print(f"{h.name}: {h.error}")
-    ctx = targets.write_context(run_dir / "context.json", hosts, config, slugs, args.inventory)
+    checked = [*slugs, "zentral"] if getattr(args, "check_zentral", False) else slugs
+    ctx = targets.write_context(run_dir / "context.json", hosts, config, checked, args.inventory)
     t_probe = time.monotonic() - t0
 
     raw_path = run_dir / "raw.json"
@@ -185,7 +193,7 @@ def run(args, estate, state: Path, slugs: list[str], waiver_list: list[wv.Waiver
         "finished": finished.isoformat(timespec="seconds"),
         "duration": round(time.monotonic() - t0, 2),
         "probe_seconds": round(t_probe, 2),
-        "selection": slugs,
+        "selection": checked,
         "hosts": [
             {"name": h.name, "kommune": h.kommune, "reachable": h.reachable, "error": h.error} for h in hosts if h.check
         ],

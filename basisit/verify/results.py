@@ -73,7 +73,8 @@ def reproduce(r: Result, ssh_config: str | None) -> list[str]:
     func = r.test_id.split("::", 1)[1] if "::" in r.test_id else r.test_id
     pid = param_id(r.nodeid)
     expr = f"{func} and {pid}" if pid else func
-    out = [f"basisit verify --kommune {r.kommune} -- -k {shlex.quote(expr)}"]
+    select = "--zentral" if r.kommune == "zentral" else f"--kommune {r.kommune}"
+    out = [f"basisit verify {select} -- -k {shlex.quote(expr)}"]
     if r.commands and ssh_config and r.host:
         out.append(f"ssh -F {shlex.quote(ssh_config)} {r.host} {shlex.quote(r.commands[-1])}")
     return out

@@ -228,3 +228,8 @@ def test_unreachable_reported_within_connect_timeout(tmp_path):
     targets.probe_all(hosts, cfg, connect_timeout=1)
     assert time.monotonic() - t0 < 8
     assert all(h.reachable is False and "unreachable over ssh at 192.0.2.1" in h.error for h in hosts)
+
+
+def test_zentral_not_realised_exit_2(run, tmp_path):
+    rc, _, err = run("--state", tmp_path, "verify", "--zentral")
+    assert rc == 2 and "zentral: not realised" in err
