@@ -34,4 +34,4 @@ test: setup lint unit lab-test
 # The main job: the four model Kommunen and zentral, from nothing to verified, in the local lab.
 lab: setup
 	$(BIN)/basisit rollout --wave modell --backend lab
-	@echo "dashboard: $(CURDIR)/.basisit/reports/index.html"
+	@echo "dashboard: file://$(CURDIR)/.basisit/reports/dashboard/index.html"
