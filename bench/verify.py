@@ -72,12 +72,14 @@ def main() -> int:
 
     estate = load_estate(ROOT / "inventory")
     wave = [s.slug for s in estate.wave(args.wave) if (facts / f"{s.slug}.json").exists()]
-    results: dict = {"one_kommune": [], "wave": []}
+    results: dict = {"one_kommune": [], "one_kommune_and_zentral": [], "wave": []}
     with tempfile.TemporaryDirectory(prefix="basisit-bench-verify-") as tmp:
         state = Path(tmp)
         shutil.copytree(facts, state / "facts")
         for jobs in args.jobs:
             results["one_kommune"].append(run(state, ["--kommune", args.kommune], jobs))
+            if (facts / "zentral.json").exists():
+                results["one_kommune_and_zentral"].append(run(state, ["--kommune", args.kommune, "--zentral"], jobs))
             if len(wave) > 1:
                 results["wave"].append(run(state, [a for s in wave for a in ("--kommune", s)], jobs))
     doc = {
@@ -92,7 +94,7 @@ def main() -> int:
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    for k in ("one_kommune", "wave"):
+    for k in results:
         for r in results[k]:
             print(
                 f"{k}: {r['selection']} jobs={r['jobs']}: {r['checks']} checks in {r['seconds']} s = {r['checks_per_second']}/s"

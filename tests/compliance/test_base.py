@@ -415,13 +415,14 @@ def test_logs_forwarded_to_log_host(host, target):
 
 # --- sysctl ---------------------------------------------------------------------------------
 
+# key, value, controls[, an extra role feature the value needs: gated until the role sets it]
 SYSCTLS = [
     ("kernel.randomize_va_space", "2", ("gs:SYS.1.3.A4", "cis-deb12:1.5.1", "devsec:sysctl-31")),
     ("net.ipv4.conf.all.send_redirects", "0", ("cis-deb12:3.3.2",)),
     ("net.ipv4.icmp_ignore_bogus_error_responses", "1", ("cis-deb12:3.3.3",)),
     ("net.ipv4.icmp_echo_ignore_broadcasts", "1", ("cis-deb12:3.3.4",)),
     ("net.ipv4.conf.all.accept_redirects", "0", ("cis-deb12:3.3.5",)),
-    ("net.ipv4.conf.all.secure_redirects", "0", ("cis-deb12:3.3.6",)),
+    ("net.ipv4.conf.all.secure_redirects", "0", ("cis-deb12:3.3.6",), "base/sysctl-secure-redirects"),
     ("net.ipv4.conf.all.rp_filter", "1", ("cis-deb12:3.3.7",)),
     ("net.ipv4.conf.all.accept_source_route", "0", ("cis-deb12:3.3.8",)),
     ("net.ipv4.conf.all.log_martians", "1", ("cis-deb12:3.3.9",)),
@@ -431,7 +432,11 @@ SYSCTLS = [
 
 @pytest.mark.feature("base/sysctl")
 @pytest.mark.parametrize(
-    ("key", "value"), [pytest.param(k, v, marks=pytest.mark.controls(*c), id=k) for k, v, c in SYSCTLS]
+    ("key", "value"),
+    [
+        pytest.param(k, v, marks=[pytest.mark.controls(*c), *(pytest.mark.feature(f) for f in more)], id=k)
+        for k, v, c, *more in SYSCTLS
+    ],
 )
 def test_sysctl(host, target, key, value):
     want = {value}
