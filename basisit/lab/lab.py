@@ -288,7 +288,13 @@ def _up(estate: model.Estate, slugs: list[str], state: Path, inventory: Path, ou
         changes.append("key")
 
     recorded = site_records(state)
-    up_kommunen = sorted({*slugs, *(s for s in recorded if s in estate.kommunen)}, key=lambda s: s)
+    # Kommunen up before this run stay linked to zentral while their transfer bridge exists
+    earlier = [
+        s
+        for s in recorded
+        if s in estate.kommunen and system.link_exists(names.bridge(_kommune(estate, s), "transfer", pfx))
+    ]
+    up_kommunen = sorted({*slugs, *earlier})
     plans = [plan.site_plan(estate, estate.zentral, pfx)] + [
         plan.site_plan(estate, _kommune(estate, s), pfx) for s in slugs
     ]
@@ -330,6 +336,10 @@ def _up(estate: model.Estate, slugs: list[str], state: Path, inventory: Path, ou
             rec = host.Record.load(d)
             if rec and host.is_running(rec.group, hp.machine, d / "root"):
                 continue
+            if rec and (system.cgroup_populated(rec.group, hp.machine) or system.is_mounted(d / "root")):
+                # leftovers of a crash (a guest whose nspawn died, a mounted overlay): stop them cleanly,
+                # so nothing writes to the overlay's upper dir while it is mounted
+                host.stop(state, hp.machine)
             root = img.root
             if rec and rec.image != img.key:
                 other = image.by_key(state, rec.image)

@@ -128,6 +128,26 @@ def test_status_lists_every_host_ready(lab):
         assert re.search(rf"^\S+\s+{hp.name}\s+{hp.machine}\s+ready\s+{hp.host.address}\s*$", out, re.M), out
 
 
+def test_up_completes_what_is_missing(lab):
+    """A machine whose nspawn died (kill -9 leaves the guest running) is stopped cleanly and booted again."""
+    import os
+    import signal
+
+    from basisit.lab import host
+
+    dc = _one(lab, "bous", "dc")
+    group = names.cgroup_group(lab.prefix)
+    pid = host.nspawn_pid(group, dc.machine)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    system.poll(f"{dc.machine}'s nspawn to die", lambda: host.nspawn_pid(group, dc.machine) is None, timeout=10)
+    assert re.search(rf"{dc.name}\s+{dc.machine}\s+orphaned", lab.cli("lab", "status").stdout)
+    out = lab.cli("lab", "up", *[a for s in lab.sites for a in ("--kommune", s)]).stdout
+    assert f"{dc.name}: started as {dc.machine}" in out
+    assert out.count("started as") == 1, out
+    assert lab.ssh(str(dc.host.address), "true").returncode == 0
+
+
 def test_up_again_changes_nothing(lab):
     p = lab.cli("lab", "up", *[a for s in lab.sites for a in ("--kommune", s)])
     assert "nothing to change" in p.stdout, p.stdout
