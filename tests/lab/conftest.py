@@ -7,6 +7,7 @@ the host is left clean even when a test fails. It never touches a developer's la
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -23,7 +24,10 @@ STATE = Path("/tmp/basisit-labtest/state")
 # Images are cached across sessions (keyed by the package list's hash), so only the first run
 # on a machine pays for debootstrap.
 IMAGES = Path("/tmp/basisit-labtest-images")
-SITES = ["nalbach", "bous"]  # a model Kommune (size S) and another small one to prove isolation
+SITES = ["nalbach", "bous"]
+# One lab test session per machine: the session stops machines and deletes links by their exact
+# `bt` names, which a second, concurrent session would share.
+SESSION_LOCK = Path("/tmp/basisit-labtest.lock")  # a model Kommune (size S) and another small one to prove isolation
 
 
 @dataclass
@@ -81,6 +85,12 @@ def lab():
         pytest.skip("lab tests need root (make lab-test runs them as root in CI)")
     from basisit.validate import load_estate
 
+    lock = open(SESSION_LOCK, "w")  # noqa: SIM115 - held for the whole session
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        pytest.fail(f"another lab test session holds {SESSION_LOCK}; run the lab tests one session at a time")
     estate = load_estate(ROOT / "inventory")
     _sweep(estate)
     STATE.mkdir(parents=True)
@@ -93,5 +103,8 @@ def lab():
         lab.up_output, lab.up_seconds = p.stdout, time.monotonic() - t0
         yield lab
     finally:
-        lab.cli("lab", "down", "--all", check=False)
-        _sweep(estate)
+        try:
+            lab.cli("lab", "down", "--all", check=False)
+            _sweep(estate)
+        finally:
+            lock.close()
