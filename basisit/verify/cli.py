@@ -202,6 +202,7 @@ def run(args, estate, state: Path, slugs: list[str], waiver_list: list[wv.Waiver
         "gated": raw.get("gated", []),
         "exit_status": status,
         "report_dir": str(run_dir),
+        "partial": bool(extra),
     }
     relevant = [
         wv.to_dict(w, today)

@@ -1,7 +1,8 @@
 """The history database (`<state>/history.sqlite`): every run and every result, for trends.
 
 Tables: `runs` (one row per `basisit verify`), `results` (one row per check and host, with its
-state and control ids), `run_kommunen` (per run and Kommune: counts and compliance %).
+state and control ids), `run_kommunen` (per run and Kommune: counts and compliance %). Runs limited by pytest arguments
+(`basisit verify … -- -k NAME`) are recorded as partial and left out of trends and the dashboard.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ CREATE TABLE IF NOT EXISTS runs (
     waived INTEGER NOT NULL, na INTEGER NOT NULL,
     compliance REAL,
     exit_status INTEGER NOT NULL,
-    report_dir TEXT NOT NULL
+    report_dir TEXT NOT NULL,
+    partial INTEGER NOT NULL DEFAULT 0  -- 1: a run limited by pytest arguments (-k …); not a trend point
 );
 CREATE TABLE IF NOT EXISTS results (
     run_id TEXT NOT NULL REFERENCES runs(id),
@@ -73,7 +75,7 @@ def append(db: Path, run: dict, results: list[Result]) -> None:
     s = summary(results)
     with connect(db) as con:
         con.execute(
-            "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 run["id"],
                 run["started"],
@@ -87,6 +89,7 @@ def append(db: Path, run: dict, results: list[Result]) -> None:
                 compliance(s),
                 run["exit_status"],
                 run["report_dir"],
+                int(bool(run.get("partial"))),
             ),
         )
         con.executemany(
@@ -127,7 +130,7 @@ def trend(db: Path, kommune: str, last: int = 14) -> list[dict]:
     with connect(db) as con:
         rows = con.execute(
             "SELECT rk.run_id, r.started, rk.compliance, rk.pass, rk.fail, rk.waived, rk.na FROM run_kommunen rk "
-            "JOIN runs r ON r.id = rk.run_id WHERE rk.kommune = ? ORDER BY r.started DESC, rk.run_id DESC LIMIT ?",
+            "JOIN runs r ON r.id = rk.run_id WHERE rk.kommune = ? AND r.partial = 0 ORDER BY r.started DESC, rk.run_id DESC LIMIT ?",
             (kommune, last),
         ).fetchall()
     return [dict(r) for r in reversed(rows)]
@@ -139,7 +142,8 @@ def latest(db: Path) -> dict[str, dict]:
         return {}
     with connect(db) as con:
         rows = con.execute(
-            "SELECT rk.*, r.started FROM run_kommunen rk JOIN runs r ON r.id = rk.run_id ORDER BY r.started, rk.run_id"
+            "SELECT rk.*, r.started FROM run_kommunen rk JOIN runs r ON r.id = rk.run_id "
+            "WHERE r.partial = 0 ORDER BY r.started, rk.run_id"
         ).fetchall()
     out: dict[str, dict] = {}
     for r in rows:
@@ -163,8 +167,9 @@ def results_of(db: Path, run_id: str, kommune: str) -> list[dict]:
     ]
 
 
-def runs(db: Path) -> list[dict]:
+def runs(db: Path, include_partial: bool = False) -> list[dict]:
     if not db.exists():
         return []
+    where = "" if include_partial else " WHERE partial = 0"
     with connect(db) as con:
-        return [dict(r) for r in con.execute("SELECT * FROM runs ORDER BY started").fetchall()]
+        return [dict(r) for r in con.execute(f"SELECT * FROM runs{where} ORDER BY started").fetchall()]

@@ -140,7 +140,7 @@ def classify(
                     message=f"waiver for {w.id} ({scope}) expired on {w.expires.isoformat()} "
                     f"(approved by {w.approver}); renew it with a new approval or fix the finding",
                     waiver=wv.to_dict(w, today),
-                    reproduce=["basisit verify waivers"],
+                    reproduce=["basisit verify --check-waivers"],
                 )
             )
     return out

@@ -399,3 +399,17 @@ def test_history_append_trend_latest(tmp_path):
     rows = history.results_of(db, "20261112T013000Z", "bous")
     assert [r["state"] for r in rows].count("fail") == 1 and rows[0]["controls"]
     assert history.trend(tmp_path / "none.sqlite", "nalbach") == []
+
+
+def test_partial_runs_are_not_trend_points(tmp_path):
+    db = tmp_path / "history.sqlite"
+    base = {"selection": ["nalbach"], "exit_status": 1, "report_dir": "/x"}
+    history.append(db, base | {"id": "a", "started": "2026-11-10T01:30:00+00:00", "finished": "x"}, _res("nalbach", 1))
+    history.append(
+        db,
+        base | {"id": "b", "started": "2026-11-11T01:30:00+00:00", "finished": "x", "partial": True},
+        _res("nalbach", 0, 1),
+    )
+    assert [t["run_id"] for t in history.trend(db, "nalbach")] == ["a"]
+    assert history.latest(db)["nalbach"]["run_id"] == "a"
+    assert [r["id"] for r in history.runs(db, include_partial=True)] == ["a", "b"]
