@@ -64,6 +64,9 @@ def connect(db: Path) -> Iterator[sqlite3.Connection]:
     con.row_factory = sqlite3.Row
     try:
         con.executescript(SCHEMA)
+        cols = {r["name"] for r in con.execute("PRAGMA table_info(runs)")}
+        if "partial" not in cols:  # databases written before runs could be partial
+            con.execute("ALTER TABLE runs ADD COLUMN partial INTEGER NOT NULL DEFAULT 0")
         yield con
         con.commit()
     finally:

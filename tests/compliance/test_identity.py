@@ -1,4 +1,4 @@
-"""Identity end to end: a domain user authenticates from an endpoint (gated until ad_dc and endpoint land)."""
+"""Identity end to end: a domain user authenticates from an endpoint (gated until the domain join is verified)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ from basisit.verify.suite import estate
 pytestmark = pytest.mark.role("endpoint")
 
 
-@pytest.mark.feature("ad_dc")
-@pytest.mark.feature("endpoint")
+@pytest.mark.feature("domain_member")
 @pytest.mark.controls("gs:ORP.4.A18", "gs:APP.2.2.A9", "wiba:Rollen / Berechtigungen / Authentisierung")
 def test_domain_user_resolves_with_rfc2307_ids(host, target):
     realm = estate().site(target.kommune).domain
@@ -18,8 +17,7 @@ def test_domain_user_resolves_with_rfc2307_ids(host, target):
     assert out.rc == 0 and out.stdout.startswith("uid="), f"the domain administrator does not resolve: {out.stderr}"
 
 
-@pytest.mark.feature("ad_dc")
-@pytest.mark.feature("endpoint")
+@pytest.mark.feature("domain_member")
 @pytest.mark.controls("gs:APP.2.2.A9", "gs:APP.2.1.A13")
 def test_kerberos_kdc_reachable_from_endpoint(host, target):
     """A KDC of the realm answers an AS request (kinit without a password gets a preauth demand)."""

@@ -3,8 +3,7 @@
 After the roles converged nalbach, the run passes; then hosts are broken on purpose and the
 matching checks must fail with their control ids: sshd password login re-enabled, a forward
 rule removed from the gateway's firewall; an expired waiver fails the run; a stopped host is
-reported unreachable within the connect timeout. (The missing newest backup snapshot follows
-once the backup role lands: its checks are gated until then.)
+reported unreachable within the connect timeout; (to do) the newest backup snapshot missing.
 
 Reports go to a state directory of this module (the lab's site facts are copied there), so the
 lab's own state is not touched. The module leaves the lab as the session fixture made it: the
@@ -49,6 +48,10 @@ def site(lab, tmp_path_factory):
     """nalbach + zentral converged; a verify state dir with copies of the lab's site facts."""
     p, _ = _playbook(lab)
     _assert_recap(p, "converge for verify")
+    # A fresh site has no snapshot yet (the timer runs at night): take the first backup now.
+    for h in lab.estate.site(KOMMUNE).hosts_with_role("backup_client"):
+        r = lab.ssh(str(h.address), "systemctl start basisit-backup.service", timeout=300)
+        assert r.returncode == 0, f"{h.name}: first backup failed: {r.stderr}"
     state = tmp_path_factory.mktemp("verify-state")
     (state / "facts").mkdir()
     for f in (lab.state / "facts").glob("*.json"):
@@ -163,3 +166,24 @@ def test_stopped_host_reported_unreachable(site):
     assert mine and all(r["state"] == "fail" for r in mine)
     assert all(r["state"] == "pass" for r in doc["results"] if r["host"] != ep.name)
     assert took < 120
+
+
+def test_newest_snapshot_missing_fails_with_controls(site):
+    """Move the Kommune's newest snapshot out of the zentral repository: freshness fails (CON.3.A5)."""
+    lab, state = site
+    backup = host_address(lab, "zentral-backup")
+    snaps = f"/srv/restic/{KOMMUNE}/snapshots"
+    moved = lab.ssh(
+        backup, f"f=$(ls -t {snaps} | head -1) && mkdir -p /root/moved && mv {snaps}/$f /root/moved/ && echo $f"
+    )
+    assert moved.returncode == 0 and moved.stdout.strip(), moved.stderr
+    try:
+        p, doc = verify(state, "--jobs", "2", "--", "-k", "snapshot or restore")
+    finally:
+        lab.ssh(backup, f"mv /root/moved/{moved.stdout.strip()} {snaps}/")
+    remaining = lab.ssh(backup, f"ls {snaps} | wc -l").stdout.strip()
+    if remaining != "1":
+        pytest.skip(f"the repository held {remaining} snapshots; older fresh ones keep the site within its RPO")
+    assert p.returncode == 1
+    fresh = [r for r in failing(doc) if r["test_id"] == "test_backup::test_newest_snapshot_within_rpo"]
+    assert fresh and "gs:CON.3.A5" in fresh[0]["controls"]

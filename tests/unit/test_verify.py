@@ -413,3 +413,35 @@ def test_partial_runs_are_not_trend_points(tmp_path):
     assert [t["run_id"] for t in history.trend(db, "nalbach")] == ["a"]
     assert history.latest(db)["nalbach"]["run_id"] == "a"
     assert [r["id"] for r in history.runs(db, include_partial=True)] == ["a", "b"]
+
+
+def test_checks_without_targets_are_no_results(tmp_path):
+    """A role no host of the run has gives pytest an empty parameter set: not a result, not a failure."""
+    (tmp_path / "test_empty.py").write_text(
+        "import pytest\n\n@pytest.mark.parametrize('target', [])\ndef test_nobody(target):\n    pass\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "raw.json"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(tmp_path),
+            "-p",
+            "basisit.verify.plugin",
+            "-p",
+            "no:cacheprovider",
+            "--basisit-results",
+            str(out),
+            "-o",
+            "addopts=",
+            "-q",
+            "--rootdir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert json.loads(out.read_text(encoding="utf-8"))["records"] == []
