@@ -155,7 +155,9 @@ def networkd_file(nic: Nic, forward: bool) -> str:
         f"Name={nic.guest_if}",
         "",
         "[Link]",
-        "RequiredForOnline=no",
+        # Every lab NIC has a static address: "routable" lets systemd-networkd-wait-online (pulled
+        # in by units that want network-online.target) return at once instead of timing out.
+        "RequiredForOnline=routable",
         "",
         "[Network]",
         f"Address={nic.address}",

@@ -1,5 +1,10 @@
 """Lab test fixtures: a lab of its own (prefix `bt`, state under /tmp), clean before and after.
 
+Module order (see pytest_collection_modifyitems): the lab's own tests on unconfigured hosts
+first (tests/lab/test_lab.py), then one converge of nalbach + zentral (the session fixture
+`converged`) shared by test_converge, test_verify and test_rollout, and the teardown check of
+test_lab (`test_down_leaves_nothing`) last. Converging once keeps the lab stage of CI short.
+
 The session removes stale lab objects of a previous, interrupted run by their exact names (the
 names the lab derives from the model for prefix `bt`) before it starts and again at the end, so
 the host is left clean even when a test fails. It never touches a developer's lab (prefix `bi`).
@@ -77,6 +82,30 @@ def _sweep(estate) -> None:
 def _mounts_under(path: Path) -> list[str]:
     with open("/proc/self/mountinfo", encoding="utf-8") as fh:
         return [t for t in (line.split()[4] for line in fh) if t.startswith(f"{path}/")]
+
+
+# Lab modules in the order they need the lab: unconfigured hosts, then one shared converge.
+MODULE_ORDER = ("test_lab.py", "test_converge.py", "test_verify.py", "test_rollout.py")
+LAST = "test_lab.py::test_down_leaves_nothing"
+
+
+def pytest_collection_modifyitems(session, config, items):
+    def key(item) -> tuple[int, int]:
+        name = item.path.name
+        if item.nodeid.endswith(LAST):
+            return (len(MODULE_ORDER) + 1, 0)
+        return (MODULE_ORDER.index(name) if name in MODULE_ORDER else len(MODULE_ORDER), 0)
+
+    items.sort(key=key)  # stable: file order inside a module is kept
+
+
+@pytest.fixture(scope="session")
+def converged(lab):
+    """nalbach + zentral converged once by `playbooks/site.yml` (the first run's result and seconds)."""
+    import playbook
+
+    first, seconds = playbook.run(lab)
+    return lab, first, seconds
 
 
 @pytest.fixture(scope="session")

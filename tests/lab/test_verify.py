@@ -3,23 +3,24 @@
 After the roles converged nalbach, the run passes; then hosts are broken on purpose and the
 matching checks must fail with their control ids: sshd password login re-enabled, a forward
 rule removed from the gateway's firewall; an expired waiver fails the run; a stopped host is
-reported unreachable within the connect timeout; (to do) the newest backup snapshot missing.
+reported unreachable within the connect timeout; the newest backup snapshot missing fails the
+freshness check.
 
 Reports go to a state directory of this module (the lab's site facts are copied there), so the
-lab's own state is not touched. The module leaves the lab as the session fixture made it: the
-hosts are re-created afterwards (unconfigured), as tests/lab/test_converge.py does.
+lab's own state is not touched. Every break is undone in a `finally`, so the site is left
+converged for tests/lab/test_rollout.py.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import playbook
 import pytest
 import yaml
 
@@ -28,26 +29,12 @@ pytestmark = pytest.mark.lab
 ROOT = Path(__file__).resolve().parents[2]
 KOMMUNE = "nalbach"
 
-# Enabled once the checks have passed against a converged lab site; until then the module is
-# skipped (set BASISIT_LAB_VERIFY=1 to run it by hand).
-ENABLED = False
-if not (ENABLED or os.environ.get("BASISIT_LAB_VERIFY") == "1"):
-    pytest.skip(
-        "verify lab test not enabled yet: the compliance checks have not yet passed against a converged lab site",
-        allow_module_level=True,
-    )
-
-try:  # the converge step of the roles' lab test (tests/lab/test_converge.py)
-    from test_converge import _assert_recap, _playbook
-except ImportError as e:  # pragma: no cover - only while the roles' lab test does not exist
-    pytest.skip(f"tests/lab/test_converge.py has no converge step to reuse ({e})", allow_module_level=True)
-
 
 @pytest.fixture(scope="module")
-def site(lab, tmp_path_factory):
+def site(converged, tmp_path_factory):
     """nalbach + zentral converged; a verify state dir with copies of the lab's site facts."""
-    p, _ = _playbook(lab)
-    _assert_recap(p, "converge for verify")
+    lab, first, _ = converged
+    playbook.assert_recap(first, "converge for verify")
     # A fresh site has no snapshot yet (the timer runs at night): take the first backup now.
     for h in lab.estate.site(KOMMUNE).hosts_with_role("backup_client"):
         r = lab.ssh(str(h.address), "systemctl start basisit-backup.service", timeout=300)
@@ -56,9 +43,7 @@ def site(lab, tmp_path_factory):
     (state / "facts").mkdir()
     for f in (lab.state / "facts").glob("*.json"):
         shutil.copy2(f, state / "facts" / f.name)
-    yield lab, state
-    lab.cli("lab", "down", "--all")
-    lab.cli("lab", "up", *[a for s in lab.sites for a in ("--kommune", s)])
+    return lab, state
 
 
 def verify(state: Path, *args: str, inventory: Path = ROOT / "inventory") -> tuple[subprocess.CompletedProcess, dict]:

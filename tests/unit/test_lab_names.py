@@ -158,3 +158,12 @@ def test_image_key_follows_the_package_list(tmp_path, monkeypatch):
     (inv / image.IMAGE_LIST).write_text("basisit_image_packages: [Not a package]\n", encoding="utf-8")
     with pytest.raises(image.LabError, match="list of Debian package names"):
         image.load_spec(inv)
+
+
+def test_every_lab_nic_counts_for_network_online():
+    """A NIC with RequiredForOnline=no made systemd-networkd-wait-online wait out its 120 s timeout."""
+    for sp in [plan.site_plan(ESTATE, ESTATE.site(s), "bi") for s in ("zentral", "nalbach")]:
+        for hp in sp.hosts:
+            for name, text in plan.guest_files(hp).items():
+                if name.endswith(".network"):
+                    assert "RequiredForOnline=routable" in text, (hp.name, name)
