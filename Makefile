@@ -32,6 +32,8 @@ lab-test: setup
 test: setup lint unit lab-test
 
 # The main job: the four model Kommunen and zentral, from nothing to verified, in the local lab.
+# The dashboard is written even when a Kommune fails: it shows what failed.
+STATE_DIR := $(or $(BASISIT_STATE),$(CURDIR)/.basisit)
 lab: setup
-	$(BIN)/basisit rollout --wave modell --backend lab
-	@echo "dashboard: file://$(CURDIR)/.basisit/reports/dashboard/index.html"
+	@$(BIN)/basisit rollout --wave modell --backend lab; rc=$$?; \
+	  echo "dashboard: file://$(STATE_DIR)/reports/dashboard/index.html"; exit $$rc

@@ -194,7 +194,8 @@ class Commands:
             self._run(site, "restore-drill", drill, timeout=1800)
 
     def verify(self, site: str) -> None:
-        self._run(site, "verify", self._basisit("verify", "--kommune", site), timeout=1800)
+        select = ["--zentral"] if site == ZENTRAL else ["--kommune", site]
+        self._run(site, "verify", self._basisit("verify", *select), timeout=1800)
 
 
 def _last_line(log: Path) -> str:
@@ -249,27 +250,43 @@ class Rollout:
         st.result = "running"
         for step in STEPS:
             if slug == ZENTRAL and step == "verify":
-                break  # zentral's services are checked through the Kommunen that use them
+                break  # zentral is verified at the end, after the Kommunen that use its services
             st.step = step
-            t0, started = time.monotonic(), _now()
-            try:
-                self.steps[step](slug)
-            except StepFailed as e:
-                self.ledger.record(
-                    self.run_id, slug, step, self.version, started, time.monotonic() - t0, "failed", e.detail, e.log
-                )
-                st.result, st.detail, st.finished = "failed", f"{step}: {e.detail}", time.monotonic()
+            if not self._step(slug, step):
                 return
-            except Exception as e:  # a bug in a step must fail this Kommune, not the others
-                self.ledger.record(
-                    self.run_id, slug, step, self.version, started, time.monotonic() - t0, "failed", repr(e)
-                )
-                st.result, st.detail, st.finished = "failed", f"{step}: {e!r}", time.monotonic()
-                return
-            self.ledger.record(self.run_id, slug, step, self.version, started, time.monotonic() - t0, "ok")
         st.step = "done"
         st.result = "verified" if slug != ZENTRAL else "converged"
         st.finished = time.monotonic()
+
+    def _step(self, slug: str, step: str) -> bool:
+        """Run one step, record it in the ledger; False (and the site failed) when it failed."""
+        st = self.state[slug]
+        t0, started = time.monotonic(), _now()
+        try:
+            self.steps[step](slug)
+        except StepFailed as e:
+            self.ledger.record(
+                self.run_id, slug, step, self.version, started, time.monotonic() - t0, "failed", e.detail, e.log
+            )
+            st.result, st.detail, st.finished = "failed", f"{step}: {e.detail}", time.monotonic()
+            return False
+        except Exception as e:  # a bug in a step must fail this Kommune, not the others
+            self.ledger.record(self.run_id, slug, step, self.version, started, time.monotonic() - t0, "failed", repr(e))
+            st.result, st.detail, st.finished = "failed", f"{step}: {e!r}", time.monotonic()
+            return False
+        self.ledger.record(self.run_id, slug, step, self.version, started, time.monotonic() - t0, "ok")
+        return True
+
+    def _verify_zentral(self) -> None:
+        """Zentral's own checks, once the Kommunen that use its services are through."""
+        st = self.state[ZENTRAL]
+        if st.result != "converged":
+            return
+        st.result, st.step = "running", "verify"
+        if self._step(ZENTRAL, "verify"):
+            st.step, st.result, st.finished = "done", "verified", time.monotonic()
+        else:
+            self.failures += 1
 
     def run(self) -> bool:
         self.run_id = self.ledger.start_run(self.backend, self.version, list(self.state))
@@ -308,6 +325,8 @@ class Rollout:
                 if self.state[s].result == "pending":
                     self.state[s].result = "not started"
                     self.state[s].detail = "wave halted"
+        if self.plan.include_zentral:
+            self._verify_zentral()
         ok = self.failures == 0 and not self.halted
         self.ledger.finish_run(self.run_id, "ok" if ok else "failed")
         return ok

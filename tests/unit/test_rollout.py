@@ -60,8 +60,10 @@ def test_zentral_first_then_canary_alone_then_parallel(ledger):
     ro = roll(ledger, ["a", "b", "c", "d"], steps, parallel=2)
     assert ro.ok
     sites_in_order = [s for s, _ in steps.calls]
-    assert sites_in_order[:2] == ["zentral", "zentral"]  # realise + converge; zentral has no own verify
+    assert sites_in_order[:2] == ["zentral", "zentral"]  # realise + converge
     assert sites_in_order[2:5] == ["a", "a", "a"]  # the canary runs alone, all three steps
+    assert steps.calls[-1] == ("zentral", "verify")  # zentral is verified after the Kommunen using it
+    assert ro.state["zentral"].result == "verified"
     assert steps.max_active == 2
     assert {st.result for s, st in ro.state.items() if s != "zentral"} == {"verified"}
 

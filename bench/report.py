@@ -1,0 +1,188 @@
+"""Write docs/benchmarks.md from the JSON results in bench/results/ (never by hand).
+
+    .venv/bin/python bench/report.py            # write docs/benchmarks.md
+    .venv/bin/python bench/report.py --check    # exit 1 when docs/benchmarks.md is out of date
+
+Every figure in the table comes from a result file; a measurement that has not been run says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+DOC = ROOT / "docs" / "benchmarks.md"
+
+
+def _load(name: str) -> dict:
+    p = RESULTS / name
+    return json.loads(p.read_text(encoding="utf-8")) if p.exists() else {}
+
+
+def _machine(m: dict) -> str:
+    if not m:
+        return "?"
+    mem = f", {m['mem_gib']} GiB" if "mem_gib" in m else ""
+    return f"{m.get('cpus', '?')} × {m.get('cpu', '?')}{mem}"
+
+
+def _date(s: str) -> str:
+    return s[:16].replace("T", " ") + " UTC" if s else "?"
+
+
+def _steps(r: dict) -> str:
+    """Per site: the seconds of converge (incl. restore drill) and verify from the ledger."""
+    parts = []
+    for site, steps in r.get("steps", {}).items():
+        conv, ver = steps.get("converge", {}), steps.get("verify", {})
+        if conv or ver:
+            bits = []
+            if conv:
+                bits.append(f"converge {conv['seconds']:.0f} s{'' if conv['result'] == 'ok' else ' ' + conv['result']}")
+            if ver:
+                bits.append(f"verify {ver['seconds']:.0f} s{'' if ver['result'] == 'ok' else ' ' + ver['result']}")
+            parts.append(f"{site}: " + ", ".join(bits))
+    return "; ".join(parts)
+
+
+def _mem(r: dict) -> str:
+    m = r.get("memory") or {}
+    if not m.get("hosts"):
+        return ""
+    ph = m["per_host_mib"]
+    return (
+        f"{m['hosts']} hosts, {m['total_mib'] / 1024:.2f} GiB PSS "
+        f"(per host median {ph['median']:.0f} MiB, max {ph['max']:.0f} MiB)"
+    )
+
+
+def rows() -> list[tuple[str, str, str, str, str]]:
+    """(what, figure, detail, machine, date)"""
+    out = []
+    ro = _load("rollout.json").get("results", {})
+    labels = {
+        "make_lab_cold": "`make lab`, cold (image built, fresh state)",
+        "make_lab_warm": "`make lab`, warm (image cached, fresh state)",
+        "make_lab_again": "`make lab` again (wave verified: ledger skips)",
+    }
+    for key, label in labels.items():
+        r = ro.get(key)
+        if not r:
+            out.append((label, "not measured", "", "", ""))
+            continue
+        detail = "; ".join(x for x in (r.get("summary", ""), _steps(r), _mem(r)) if x)
+        fig = f"{r['seconds']:.0f} s" + ("" if r["exit_status"] == 0 else f" (exit {r['exit_status']})")
+        out.append((label, fig, detail, _machine(r.get("machine", {})), _date(r.get("date", ""))))
+    r = ro.get("rerun_one")
+    if r:
+        out.append(
+            (
+                f"idempotent re-run, `{r['command']}`",
+                f"{r['seconds']:.0f} s",
+                f"{r['hosts']} hosts, changed={r['changed']}",
+                _machine(r.get("machine", {})),
+                _date(r.get("date", "")),
+            )
+        )
+    else:
+        out.append(("idempotent re-run of one Kommune", "not measured", "", "", ""))
+    v = _load("verify.json")
+    for key, label in (
+        ("one_kommune", "verify, one Kommune"),
+        ("one_kommune_and_zentral", "verify, Kommune + zentral"),
+    ):
+        for r in v.get(key, []):
+            out.append(
+                (
+                    f"{label} ({', '.join(r['selection'])}, --jobs {r['jobs']})",
+                    f"{r['checks_per_second']:.1f} checks/s",
+                    f"{r['checks']} checks ({r['pass']} pass, {r['fail']} fail, {r['na']} n/a) on {r['hosts']} hosts "
+                    f"in {r['seconds']:.1f} s",
+                    _machine(v.get("machine", {})),
+                    _date(v.get("date", "")),
+                )
+            )
+    for r in v.get("wave", []) or []:
+        out.append(
+            (
+                f"verify, wave ({', '.join(r['selection'])}, --jobs {r['jobs']})",
+                f"{r['checks_per_second']:.1f} checks/s",
+                f"{r['checks']} checks on {r['hosts']} hosts in {r['seconds']:.1f} s",
+                _machine(v.get("machine", {})),
+                _date(v.get("date", "")),
+            )
+        )
+    s = _load("stacks.json")
+    if s:
+        out.append(
+            (
+                f"Pulumi mock run, {s['stacks']} stacks",
+                f"{s['wall_seconds']:.1f} s",
+                f"{s['resources_total']} resources; per stack mean {s['per_stack_seconds']['mean']:.2f} s, "
+                f"max {s['per_stack_seconds']['max']:.2f} s",
+                _machine(s.get("machine", {})),
+                _date(s.get("date", "")),
+            )
+        )
+    r = ro.get("scale")
+    if r:
+        detail = "; ".join(x for x in (r.get("summary", ""), _mem(r)) if x)
+        out.append(
+            (
+                f"scale run, `{r['command']}` (--parallel {r['parallel']})",
+                f"{r['seconds']:.0f} s",
+                detail,
+                _machine(r.get("machine", {})),
+                _date(r.get("date", "")),
+            )
+        )
+    else:
+        out.append(("scale run", "not measured", "", "", ""))
+    return out
+
+
+def render() -> str:
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by `bench/report.py` from `bench/results/*.json`; do not edit by hand. Each figure",
+        "names the machine and the date it was measured on. The scripts that produce the results:",
+        "",
+        "- `bench/rollout.py`: `make lab` cold / warm / again, the idempotent re-run of one Kommune,",
+        "  scale runs; memory is PSS summed over each lab machine's processes.",
+        "- `bench/verify.py`: `basisit verify` throughput on a converged lab.",
+        "- `bench/stacks.py`: every Pulumi program run with the engine's mocks.",
+        "",
+        "| what | figure | detail | machine | date |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows():
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |")
+    notes = [n for n in (_load(f).get("note") for f in ("verify.json", "stacks.json")) if n]
+    notes += [f"{k}: {r['note']}" for k, r in (_load("rollout.json").get("results") or {}).items() if r.get("note")]
+    if notes:
+        lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--check", action="store_true")
+    a = ap.parse_args()
+    text = render()
+    if a.check:
+        if not DOC.exists() or DOC.read_text(encoding="utf-8") != text:
+            print(f"{DOC.relative_to(ROOT)} is out of date: run .venv/bin/python bench/report.py", file=sys.stderr)
+            return 1
+        return 0
+    DOC.write_text(text, encoding="utf-8")
+    print(f"wrote {DOC.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
