@@ -132,7 +132,8 @@ def prepare(
         key.parent.mkdir(parents=True, exist_ok=True)
         system.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{hp.host.fqdn}", "-f", str(key)])
     for rel, content in plan.guest_files(hp).items():
-        _write(upper / rel, content)
+        if fresh or rel not in plan.SEED_ONLY:
+            _write(upper / rel, content)
     ssh_dir = upper / "root/.ssh"
     ssh_dir.mkdir(parents=True, exist_ok=True)
     ssh_dir.chmod(0o700)

@@ -176,6 +176,11 @@ def networkd_name(nic: Nic) -> str:
     return f"10-basisit-{nic.guest_if}.network"
 
 
+# Guest files the roles take over after the first boot: written into a new overlay only, so a
+# restarted host keeps what the roles made of them (a converged host stays converged).
+SEED_ONLY = frozenset({"etc/resolv.conf"})
+
+
 def guest_files(hp: HostPlan) -> dict[str, str]:
     """Files (path relative to the guest's root -> content) written before first boot, host keys aside."""
     h = hp.host

@@ -25,7 +25,10 @@ from basisit.model import Estate
 CONNECT_TIMEOUT = 5  # seconds until an unreachable host is reported failed
 CONTROL_PERSIST = 120  # seconds a multiplexed connection stays open after its last use
 CONTEXT_ENV = "BASISIT_VERIFY_CONTEXT"
-SOCKET_MAX = 100  # unix socket paths are limited to 108 bytes
+SOCKET_MAX = 107  # unix socket paths: 108 bytes with the terminating NUL
+# ControlPath <dir>/%C: "/" + 40 hex digits, and while ssh creates the master it binds
+# "<path>.<16 random characters>" first, so the directory may use SOCKET_MAX - 58 bytes.
+SOCKET_NAME = 1 + 40 + 17
 
 
 class NotRealised(Exception):
@@ -53,7 +56,7 @@ def verify_dir(state: Path) -> Path:
 def control_dir(state: Path) -> Path:
     """Where the control sockets live: in the state dir, or a short per-state path under /tmp when too long."""
     d = verify_dir(state).resolve() / "cm"
-    if len(str(d)) + 42 <= SOCKET_MAX:
+    if len(str(d)) + SOCKET_NAME <= SOCKET_MAX:
         return d
     digest = hashlib.sha256(str(d).encode()).hexdigest()[:12]
     return Path(tempfile.gettempdir()) / f"basisit-cm-{os.getuid()}-{digest}"

@@ -88,6 +88,10 @@ def allowed_cases() -> list:
             for dst in f.dst_hosts:
                 if dst not in realised or dst == src:
                     continue
+                if slug == "zentral" and realised[dst].kommune != "zentral":
+                    # zentral's flows into a Kommune (operators' ssh to `any`) are that Kommune's
+                    # flows too and are checked with it: a Kommune that is down fails itself, not zentral.
+                    continue
                 addr = str(f.dst.network_address) if f.dst.prefixlen == 32 else realised[dst].address
                 source = next(str(a) for a in realised[src].addresses_ip if a in f.src)
                 c = Case(src, slug, f.rule, dst, addr, source, f.proto, f.port, "open")

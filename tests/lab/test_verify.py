@@ -31,7 +31,7 @@ KOMMUNE = "nalbach"
 
 
 @pytest.fixture(scope="module")
-def site(converged, tmp_path_factory):
+def site(converged):
     """nalbach + zentral converged; a verify state dir with copies of the lab's site facts."""
     lab, first, _ = converged
     playbook.assert_recap(first, "converge for verify")
@@ -39,8 +39,11 @@ def site(converged, tmp_path_factory):
     for h in lab.estate.site(KOMMUNE).hosts_with_role("backup_client"):
         r = lab.ssh(str(h.address), "systemctl start basisit-backup.service", timeout=300)
         assert r.returncode == 0, f"{h.name}: first backup failed: {r.stderr}"
-    state = tmp_path_factory.mktemp("verify-state")
-    (state / "facts").mkdir()
+    # Under the lab's state (removed by the session's sweep), not pytest's tmp_path: pytest prunes
+    # old basetemps, which another pytest on the machine would do under a running module.
+    state = lab.state / "verify"
+    shutil.rmtree(state, ignore_errors=True)
+    (state / "facts").mkdir(parents=True)
     for f in (lab.state / "facts").glob("*.json"):
         shutil.copy2(f, state / "facts" / f.name)
     return lab, state
@@ -113,9 +116,9 @@ def test_forward_rule_removed_fails_with_controls(site):
     assert all("gs:NET.1.1.A5" in r["controls"] for r in flows)
 
 
-def test_expired_waiver_fails(site, tmp_path):
+def test_expired_waiver_fails(site):
     _, state = site
-    inv = tmp_path / "inventory"
+    inv = state / "inventory-expired-waiver"
     shutil.copytree(ROOT / "inventory", inv, ignore=shutil.ignore_patterns("group_vars", "basisit.yml"))
     waiver = {
         "id": "cis-deb12:5.1.14",
@@ -138,6 +141,7 @@ def test_stopped_host_reported_unreachable(site):
     site_model = lab.estate.site(KOMMUNE)
     ep = site_model.hosts_with_role("endpoint")[0]
     machine = names.machine(site_model, ep, lab.prefix)
+    resolv = lab.ssh(str(ep.address), "cat /etc/resolv.conf").stdout
     host.stop(lab.state, machine)
     try:
         t0 = time.monotonic()
@@ -145,6 +149,8 @@ def test_stopped_host_reported_unreachable(site):
         took = time.monotonic() - t0
     finally:
         lab.cli("lab", "up", "--kommune", KOMMUNE)
+    # started again by `lab up`, the host keeps what the roles configured (no re-seeded resolv.conf)
+    assert lab.ssh(str(ep.address), "cat /etc/resolv.conf").stdout == resolv
     assert p.returncode == 1
     assert f"{ep.name}: unreachable over ssh" in p.stdout
     mine = [r for r in doc["results"] if r["host"] == ep.name]

@@ -140,7 +140,7 @@ def test_ssh_config_effective_options(tmp_path):
 def test_control_path_stays_short_for_long_state_dirs(tmp_path):
     deep = tmp_path / ("x" * 60) / ("y" * 60)
     d = targets.control_dir(deep)
-    assert len(str(d)) + 42 <= targets.SOCKET_MAX
+    assert len(str(d)) + targets.SOCKET_NAME <= targets.SOCKET_MAX
     assert targets.control_dir(deep) == d  # stable per state dir
 
 
@@ -233,3 +233,20 @@ def test_unreachable_reported_within_connect_timeout(tmp_path):
 def test_zentral_not_realised_exit_2(run, tmp_path):
     rc, _, err = run("--state", tmp_path, "verify", "--zentral")
     assert rc == 2 and "zentral: not realised" in err
+
+
+def test_longest_control_socket_path_binds():
+    """A control directory of the longest length control_dir keeps still takes ssh's temporary socket name."""
+    import socket
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="bcm-"))
+    try:
+        d = base / ("d" * (targets.SOCKET_MAX - targets.SOCKET_NAME - len(str(base)) - 1))
+        d.mkdir()
+        path = f"{d}/{'c' * 40}.{'r' * 16}"
+        assert len(path) == targets.SOCKET_MAX
+        with socket.socket(socket.AF_UNIX) as s:
+            s.bind(path)
+    finally:
+        shutil.rmtree(base)
