@@ -30,14 +30,17 @@ def test_resolver_answers_clients(host, target):
     assert udp_dns_probe(host, _gateway_client_address(target), "localhost") == "answer"
 
 
-@pytest.mark.feature("ad_dc/dns-through-gateway")  # not yet seen passing in the lab
+@pytest.mark.feature("gateway/dns")
 @pytest.mark.controls("gs:APP.2.2.A10", "wiba:Netze")
 def test_ad_names_resolve_through_gateway(host, target):
-    """The gateway's resolver answers for the AD zone with the DCs' model addresses."""
+    """The gateway's resolver answers for the AD zone (forwarded to the DCs) with the DCs' model addresses."""
     site = estate().site(target.kommune)
+    gw = _gateway_client_address(target)
     for dc in site.hosts_with_role("ad_dc"):
-        out = host.check_output("getent ahostsv4 %s", dc.fqdn)
-        assert str(dc.address) in out, f"{dc.fqdn} resolves to {out.split()[:1]}; expected {dc.address}"
+        out = host.run("dig +short +time=2 +tries=2 @%s %s A", gw, dc.fqdn)
+        assert out.rc == 0, f"dig @{gw} {dc.fqdn}: {out.stdout.strip() or out.stderr.strip()}"
+        got = out.stdout.split()
+        assert str(dc.address) in got, f"{dc.fqdn} through the gateway's resolver {gw}: {got}; expected {dc.address}"
 
 
 @pytest.mark.feature("gateway/ntp")
