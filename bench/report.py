@@ -91,11 +91,10 @@ def rows() -> list[tuple[str, str, str, str, str]]:
     else:
         out.append(("idempotent re-run of one Kommune", "not measured", "", "", ""))
     v = _load("verify.json")
-    for key, label in (
-        ("one_kommune", "verify, one Kommune"),
-        ("one_kommune_and_zentral", "verify, Kommune + zentral"),
-    ):
-        for r in v.get(key, []):
+    labels = {"one_kommune": "verify, one Kommune", "one_kommune_and_zentral": "verify, Kommune + zentral"}
+    labels["wave_runs"] = "verify, wave"
+    for key, label in labels.items():
+        for r in v.get(key) or []:
             out.append(
                 (
                     f"{label} ({', '.join(r['selection'])}, --jobs {r['jobs']})",
@@ -106,16 +105,6 @@ def rows() -> list[tuple[str, str, str, str, str]]:
                     _date(v.get("date", "")),
                 )
             )
-    for r in v.get("wave", []) or []:
-        out.append(
-            (
-                f"verify, wave ({', '.join(r['selection'])}, --jobs {r['jobs']})",
-                f"{r['checks_per_second']:.1f} checks/s",
-                f"{r['checks']} checks on {r['hosts']} hosts in {r['seconds']:.1f} s",
-                _machine(v.get("machine", {})),
-                _date(v.get("date", "")),
-            )
-        )
     s = _load("stacks.json")
     if s:
         out.append(

@@ -72,7 +72,7 @@ def main() -> int:
 
     estate = load_estate(ROOT / "inventory")
     wave = [s.slug for s in estate.wave(args.wave) if (facts / f"{s.slug}.json").exists()]
-    results: dict = {"one_kommune": [], "one_kommune_and_zentral": [], "wave": []}
+    results: dict = {"one_kommune": [], "one_kommune_and_zentral": [], "wave_runs": []}
     with tempfile.TemporaryDirectory(prefix="basisit-bench-verify-") as tmp:
         state = Path(tmp)
         shutil.copytree(facts, state / "facts")
@@ -81,7 +81,7 @@ def main() -> int:
             if (facts / "zentral.json").exists():
                 results["one_kommune_and_zentral"].append(run(state, ["--kommune", args.kommune, "--zentral"], jobs))
             if len(wave) > 1:
-                results["wave"].append(run(state, [a for s in wave for a in ("--kommune", s)], jobs))
+                results["wave_runs"].append(run(state, [a for s in wave for a in ("--kommune", s)], jobs))
     doc = {
         "benchmark": "basisit verify",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
