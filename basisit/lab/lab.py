@@ -72,19 +72,40 @@ def owner() -> dict | None:
         return None
 
 
-def _owner_active(o: dict) -> bool:
-    return bool(site_records(Path(o["state"])))
+def owner_active(o: dict) -> bool:
+    """True while a host of that lab runs (or its guest outlived nspawn); records alone are leftovers."""
+    for d, rec in host.records(Path(o["state"])):
+        if host.is_running(rec.group, rec.machine, d / "root") or system.cgroup_populated(rec.group, rec.machine):
+            return True
+    return False
 
 
-def claim(state: Path, pfx: str) -> None:
+def retire(estate: model.Estate, o: dict, out: Out = print) -> None:
+    """Take down the lab `o` that holds this machine: its own `lab down --all`, with its prefix and state.
+
+    Used for a stale owner (nothing of it runs: an interrupted session left bridges, routes, mounts)
+    and by the CI lab tests, where no developer's lab can be running. Everything it removes carries
+    that lab's recorded or model-derived names.
+    """
+    other = Path(o["state"])
+    out(f"lab: taking down the lab of {other} (prefix {o['prefix']}) that holds this machine")
+    # its state directory may be gone (removed by hand): then only the model-derived names are left
+    with locked(other) if lab_dir(other).is_dir() else contextlib.nullcontext():
+        _down(estate, [], True, False, other, out, pfx=o["prefix"])
+    OWNER_FILE.unlink(missing_ok=True)
+
+
+def claim(estate: model.Estate, state: Path, pfx: str, out: Out = print) -> None:
     o = owner()
     me = {"state": str(state.resolve()), "prefix": pfx}
-    if o and o != me and _owner_active(o):
-        raise LabError(
-            f"the lab of {o['state']} (prefix {o['prefix']}) is up on this machine and only one lab runs at a "
-            f"time; take it down first: basisit --state {o['state']} lab down --all"
-        )
-    if o != me:
+    if o and o != me:
+        if owner_active(o):
+            raise LabError(
+                f"the lab of {o['state']} (prefix {o['prefix']}) is up on this machine and only one lab runs at a "
+                f"time; take it down first: basisit --state {o['state']} lab down --all"
+            )
+        retire(estate, o, out)  # stale: what an interrupted run left, removed by its own names
+    if owner() != me:
         OWNER_FILE.parent.mkdir(parents=True, exist_ok=True)
         OWNER_FILE.write_text(json.dumps(me) + "\n", encoding="utf-8")
 
@@ -92,7 +113,7 @@ def claim(state: Path, pfx: str) -> None:
 def owns(state: Path, pfx: str) -> bool:
     """True when this state directory holds the machine, or nobody active does."""
     o = owner()
-    return o is None or o == {"state": str(state.resolve()), "prefix": pfx} or not _owner_active(o)
+    return o is None or o == {"state": str(state.resolve()), "prefix": pfx} or not owner_active(o)
 
 
 def release(state: Path, pfx: str) -> None:
@@ -272,7 +293,7 @@ def up(estate: model.Estate, slugs: list[str], state: Path, inventory: Path, out
 def _up(estate: model.Estate, slugs: list[str], state: Path, inventory: Path, out: Out) -> int:
     t0 = time.monotonic()
     pfx = names.prefix()
-    claim(state, pfx)
+    claim(estate, state, pfx, out)
     changes: list[str] = []
     old = system.raise_inotify_instances()
     if old is not None:
@@ -444,11 +465,10 @@ def sweep(estate: model.Estate, sites: list[model.Site], state: Path, pfx: str) 
 def down(estate: model.Estate, slugs: list[str], all_: bool, purge: bool, state: Path, out: Out = print) -> int:
     preflight()
     with locked(state):
-        return _down(estate, slugs, all_, purge, state, out)
+        return _down(estate, slugs, all_, purge, state, out, names.prefix())
 
 
-def _down(estate: model.Estate, slugs: list[str], all_: bool, purge: bool, state: Path, out: Out) -> int:
-    pfx = names.prefix()
+def _down(estate: model.Estate, slugs: list[str], all_: bool, purge: bool, state: Path, out: Out, pfx: str) -> int:
     recorded = site_records(state)
     zgw = next(hp for hp in plan.site_plan(estate, estate.zentral, pfx).hosts if hp.router)
     targets = sorted(s for s in recorded if s != model.ZENTRAL) if all_ else slugs

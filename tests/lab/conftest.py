@@ -7,7 +7,9 @@ test_lab (`test_down_leaves_nothing`) last. Converging once keeps the lab stage 
 
 The session removes stale lab objects of a previous, interrupted run by their exact names (the
 names the lab derives from the model for prefix `bt`) before it starts and again at the end, so
-the host is left clean even when a test fails. It never touches a developer's lab (prefix `bi`).
+the host is left clean even when a test fails. A lab of another state directory that holds the
+machine is taken down by its own `lab down` when it is stale (nothing of it runs) or under CI;
+a developer's running lab is never touched outside CI.
 """
 
 from __future__ import annotations
@@ -68,6 +70,16 @@ def _sweep(estate) -> None:
     """Remove every object of the test lab by exact name, whatever state the last run left."""
     from basisit.lab import lab, names, system
 
+    # Another lab holds the machine. Stale (nothing of it runs: an interrupted session's bridges,
+    # routes, mounts) or in CI (no developer's lab can be running there): take it down by its own
+    # names. A developer's running lab outside CI is left alone; `lab up` then says which it is.
+    o = lab.owner()
+    if (
+        o
+        and o != {"state": str(STATE.resolve()), "prefix": PREFIX}
+        and (os.environ.get("CI") or not lab.owner_active(o))
+    ):
+        lab.retire(estate, o)
     if lab.owns(STATE, PREFIX):  # never the route of another lab that holds this machine
         lab.remove_control(estate, PREFIX)
     lab.sweep(estate, estate.sites, STATE, PREFIX)

@@ -154,6 +154,34 @@ def test_up_again_changes_nothing(lab):
     assert "started" not in p.stdout
 
 
+def test_a_stale_lab_is_taken_down_by_its_own_names(lab):
+    """An interrupted session's lab (nothing of it runs) holding the machine does not block `lab up`."""
+    from basisit.lab import lab as lablib
+
+    stale = lab.state.parent / "stale-state"
+    bridge = "bsz-m"  # zentral's management bridge of a lab with prefix bs
+    rec = stale / "lab" / "sites" / "zentral.json"
+    rec.parent.mkdir(parents=True, exist_ok=True)
+    rec.write_text(json.dumps({"site": "zentral", "bridges": [bridge], "machines": []}), encoding="utf-8")
+    system.ensure_bridge(bridge)
+    me = json.loads(lablib.OWNER_FILE.read_text(encoding="utf-8"))
+    lablib.OWNER_FILE.write_text(json.dumps({"state": str(stale), "prefix": "bs"}), encoding="utf-8")
+    try:
+        assert not lablib.owner_active(lablib.owner())
+        out = lab.cli("lab", "up", *[a for s in lab.sites for a in ("--kommune", s)]).stdout
+        assert f"taking down the lab of {stale} (prefix bs)" in out, out
+        assert not system.link_exists(bridge)
+        assert not (stale / "lab" / "sites" / "zentral.json").exists()
+        assert lablib.owner() == me
+        # the stale lab's route clean-up left this lab routed (the fallback route is back)
+        routes = system.run(["ip", "route", "show", "exact", str(plan.supernet(lab.estate))])
+        assert "unreachable" in routes and "via" in routes, routes
+    finally:
+        system.delete_link(bridge)
+        if lablib.owner() != me:
+            lablib.OWNER_FILE.write_text(json.dumps(me), encoding="utf-8")
+
+
 def test_down_leaves_nothing(lab):
     lab.cli("lab", "down", "--all")
     machines = {hp.machine for hp in _hosts(lab)}
