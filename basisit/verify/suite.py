@@ -7,7 +7,9 @@
 - `host` fixture / `connect(name)`: the testinfra host (ssh backend through the generated
   ssh_config, connection reuse); a host the probe found unreachable fails at once, never skips;
 - `gate(items, landed)`: checks whose role feature has not landed are skipped as "gated:";
-- helpers reading effective state: `sshd_effective`, `tcp_probe`, `udp_dns_probe`.
+- helpers reading effective state: `sshd_effective`, `tcp_probe`, `udp_dns_probe`;
+- `secret(kommune, name)` and `run_with_secret`: a credential from the state directory, handed
+  to a real client on its stdin (never an argument, never in a report).
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ import json
 import os
 import re
 import shlex
+import subprocess
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 import pytest
 import testinfra
+import yaml
 
 from basisit.validate import load_estate
 from basisit.verify import plugin
@@ -165,6 +169,34 @@ def connect(name: str):
         )
         _hosts[name] = _recording(h)
     return _hosts[name]
+
+
+def run_with_secret(name: str, command: str, secret: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run `command` on host `name` with `secret` on its stdin: never an argument, never recorded.
+
+    Same ssh_config (and master connection) as the testinfra hosts; the report's reproduce line
+    names the command and says where its stdin comes from.
+    """
+    connect(name)  # fails at once for a host the probe found unreachable
+    plugin.record_command(f"{command}  # stdin: the secret, from the state directory")
+    cmd = ["ssh", "-F", context()["ssh_config"], name, command]
+    return subprocess.run(cmd, input=secret + "\n", capture_output=True, text=True, timeout=timeout)
+
+
+def role_default(role: str, var: str, roles_dir: Path = ROOT / "roles"):
+    """A role's plain default (defaults/main.yml), so checks and roles share one name."""
+    return yaml.safe_load((roles_dir / role / "defaults" / "main.yml").read_text(encoding="utf-8"))[var]
+
+
+def secret(kommune: str, name: str) -> str:
+    """A Kommune's secret as the roles store it on the control host (state/secrets/<slug>/<name>)."""
+    from basisit import sitefacts
+
+    path = sitefacts.state_dir(None) / "secrets" / kommune / name
+    try:
+        return path.read_text(encoding="utf-8").split()[0]
+    except (FileNotFoundError, IndexError):
+        pytest.fail(f"{kommune}: no secret {path}; converge the site (playbooks/site.yml -l {kommune})", pytrace=False)
 
 
 @pytest.fixture(scope="module")

@@ -33,6 +33,7 @@ LANDED = {
     ),
     *(f"gateway/{f}" for f in ("forward", "nat", "dns", "dhcp", "ntp")),
     "ad_dc",
+    "ad_dc/probe",
     "domain_member",
     "endpoint",
     "backup_client",

@@ -1,10 +1,10 @@
-"""Identity end to end: a domain user authenticates from an endpoint (gated until the domain join is verified)."""
+"""Identity end to end: a domain user authenticates from an endpoint (Kerberos, then SMB to the DC)."""
 
 from __future__ import annotations
 
 import pytest
 
-from basisit.verify.suite import estate
+from basisit.verify.suite import estate, role_default, run_with_secret, secret
 
 pytestmark = pytest.mark.role("endpoint")
 
@@ -26,3 +26,24 @@ def test_kerberos_kdc_reachable_from_endpoint(host, target):
     assert "Client 'nobody-basisit-probe" in out.stdout + out.stderr or "not found in Kerberos database" in (
         out.stdout + out.stderr
     ), (out.stdout + out.stderr)[-400:]
+
+
+@pytest.mark.feature("ad_dc/probe")
+@pytest.mark.controls(
+    "gs:ORP.4.A18", "gs:APP.2.2.A9", "gs:APP.2.1.A13", "wiba:Rollen / Berechtigungen / Authentisierung"
+)
+def test_domain_user_kinit_and_smb_from_endpoint(host, target):
+    """A domain user gets a Kerberos ticket on an endpoint and lists the DC's netlogon share with it."""
+    site = estate().site(target.kommune)
+    user = role_default("ad_dc", "ad_dc_probe_user")
+    password = secret(target.kommune, role_default("ad_dc", "ad_dc_probe_secret_name"))
+    dc = site.hosts_with_role("ad_dc")[0]
+    realm = site.domain.upper()
+    command = (
+        'export KRB5CCNAME="FILE:$(mktemp)"; trap \'kdestroy -q 2>/dev/null; rm -f "${KRB5CCNAME#FILE:}"\' EXIT; '
+        f"timeout 20 kinit {user}@{realm} >/dev/null && klist | grep -c krbtgt/{realm}@{realm} && "
+        f"timeout 20 smbclient //{dc.fqdn}/netlogon --use-kerberos=required -c ls >/dev/null && echo smb-ok"
+    )
+    p = run_with_secret(target.name, command, password)
+    out = p.stdout + p.stderr
+    assert p.returncode == 0 and "smb-ok" in p.stdout, f"{user}@{realm} from {target.name}: {out.strip()[-400:]}"

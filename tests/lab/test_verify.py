@@ -32,7 +32,7 @@ KOMMUNE = "nalbach"
 
 @pytest.fixture(scope="module")
 def site(converged):
-    """nalbach + zentral converged; a verify state dir with copies of the lab's site facts."""
+    """nalbach + zentral converged; a verify state dir with copies of the lab's site facts and secrets."""
     lab, first, _ = converged
     playbook.assert_recap(first, "converge for verify")
     # A fresh site has no snapshot yet (the timer runs at night): take the first backup now.
@@ -46,6 +46,8 @@ def site(converged):
     (state / "facts").mkdir(parents=True)
     for f in (lab.state / "facts").glob("*.json"):
         shutil.copy2(f, state / "facts" / f.name)
+    # the identity check authenticates with the probe account's secret, as the roles stored it
+    shutil.copytree(lab.state / "secrets", state / "secrets")
     return lab, state
 
 
