@@ -95,7 +95,14 @@ class InventoryModule(BaseInventoryPlugin):
             "all",
             "basisit_zentral_services",
             {
-                role: [{"name": h.name, "address": str(h.address)} for h in estate.zentral.hosts_with_role(role)]
+                role: [
+                    {
+                        "name": h.name,
+                        "address": str(h.address),
+                        "addresses": {z: str(a) for z, a in h.addresses.items()},
+                    }
+                    for h in estate.zentral.hosts_with_role(role)
+                ]
                 for role in sorted({r for h in estate.zentral.hosts for r in h.roles})
             },
         )
@@ -165,6 +172,16 @@ class InventoryModule(BaseInventoryPlugin):
                     args = f"{args} -o UserKnownHostsFile={ssh['known_hosts_file']}".strip()
                 if args:
                     inv.set_variable(host.name, "ansible_ssh_common_args", args)
+        # The hub knows every Kommune of the estate in advance (a site that comes up later needs
+        # no change on zentral): its WireGuard peers, one per Kommune gateway.
+        vpn_peers = [
+            {"kommune": k.slug, "address": str(k.vpn_address), "gateway": gw.name}
+            for k in estate.kommunen.values()
+            if k.vpn_address is not None
+            for gw in k.hosts_with_role("gateway")
+        ]
+        for hub in estate.zentral.hosts_with_role("vpn_hub"):
+            inv.set_variable(hub.name, "basisit_vpn_peers", vpn_peers)
 
 
 def firewall_rules(flows, with_dst: bool) -> list[dict]:

@@ -31,7 +31,8 @@ LANDED = {
         f"base/{f}"
         for f in ("admins", "sudo", "sshd", "updates", "time", "journal", "sysctl", "firewall", "banner", "audit")
     ),
-    *(f"gateway/{f}" for f in ("forward", "nat", "dns", "dhcp", "ntp")),
+    *(f"gateway/{f}" for f in ("forward", "nat", "dns", "dhcp", "ntp", "vpn")),
+    "vpn_hub/tunnel",
     "ad_dc",
     "ad_dc/probe",
     "domain_member",

@@ -97,3 +97,26 @@ def test_invalid_inventory_fails_with_the_report(tmp_path, inv):
         [ANSIBLE_INVENTORY, "-i", inv / "basisit.yml", "--list"], cwd=ROOT, env=env, capture_output=True, text=True
     )
     assert "[nalbach] -: YAML syntax error at line 2" in p.stderr
+
+
+def test_the_vpn_hub_knows_every_kommune_gateway_as_a_peer(planned):
+    """One peer per Kommune, at its tunnel address (vpn zone + net_index), before any site is up."""
+    hv = planned["_meta"]["hostvars"]
+    peers = hv["zentral-gw"]["basisit_vpn_peers"]
+    estate = load_estate(ROOT / "inventory")
+    assert {p["kommune"] for p in peers} == set(estate.kommunen)
+    nalbach = next(p for p in peers if p["kommune"] == "nalbach")
+    assert nalbach == {"kommune": "nalbach", "address": "10.160.4.42", "gateway": "nalbach-gw"}
+    assert len({p["address"] for p in peers}) == len(peers)
+    hub = hv["nalbach-gw"]["basisit_zentral_services"]["vpn_hub"]
+    assert hub == [
+        {
+            "name": "zentral-gw",
+            "address": "10.160.0.1",
+            "addresses": {"management": "10.160.0.1", "services": "10.160.0.65", "vpn": "10.160.4.1"},
+        }
+    ]
+    # the underlay: the site's transfer link may reach the hub's WireGuard port, nothing else new
+    rule = next(r for r in hv["zentral-gw"]["basisit_firewall_inbound"] if r["rule"] == "site-vpn")
+    assert rule["proto"] == "udp" and rule["ports"] == [51820]
+    assert "10.160.168.128/28" in rule["src"] and len(rule["src"]) == len(estate.kommunen)
