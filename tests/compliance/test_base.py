@@ -7,9 +7,10 @@ import subprocess
 
 import pytest
 
-from basisit.verify.suite import connect, context, estate, not_applicable, sshd_effective, words
+from basisit.verify.suite import connect, context, estate, not_applicable, role_default, sshd_effective, words
 
 pytestmark = pytest.mark.role("any")
+LOG_RULES = set(role_default("base", "base_journal_log_rules"))  # matrix rules that carry logs
 
 ROUTERS = {"gateway", "zentral_gateway"}
 # Local services a role offers beyond the allow matrix (the role's own nftables drop-ins).
@@ -389,7 +390,7 @@ def test_log_forwarding_configured(host, target):
     assert host.service("rsyslog").is_running
     assert host.run("rsyslogd -N1").rc == 0
     model_host = next(h for h in estate().site(target.kommune).hosts if h.name == target.name)
-    flows = [f for f in policy.outbound(estate(), model_host) if f.rule == "server-log"]
+    flows = [f for f in policy.outbound(estate(), model_host) if f.rule in LOG_RULES]
     conf = host.check_output("cat /etc/rsyslog.conf; cat /etc/rsyslog.d/*.conf 2>/dev/null; true")
     if flows:
         assert f'target="{flows[0].dst.network_address}"' in conf, "rsyslog does not forward to the log host"
@@ -404,7 +405,7 @@ def test_logs_forwarded_to_log_host(host, target):
     from basisit import policy
 
     model_host = next(h for h in estate().site(target.kommune).hosts if h.name == target.name)
-    flows = [f for f in policy.outbound(estate(), model_host) if f.rule == "server-log"]
+    flows = [f for f in policy.outbound(estate(), model_host) if f.rule in LOG_RULES]
     if not flows:
         not_applicable("the allow matrix gives this host no path to the log host")
     assert host.service("rsyslog").is_running

@@ -9,12 +9,16 @@ from basisit.verify.suite import estate, role_default, run_with_secret, secret
 pytestmark = pytest.mark.role("endpoint")
 
 
-@pytest.mark.feature("domain_member")
+@pytest.mark.feature("ad_dc/probe")
 @pytest.mark.controls("gs:ORP.4.A18", "gs:APP.2.2.A9", "wiba:Rollen / Berechtigungen / Authentisierung")
 def test_domain_user_resolves_with_rfc2307_ids(host, target):
+    """A domain-only user (no local account shadows it) resolves with the uid/gid stored in AD."""
     realm = estate().site(target.kommune).domain
-    out = host.run("id administrator@%s", realm)
-    assert out.rc == 0 and out.stdout.startswith("uid="), f"the domain administrator does not resolve: {out.stderr}"
+    user = role_default("ad_dc", "ad_dc_probe_user")
+    out = host.run("id -u %s@%s; id -g %s@%s", user, realm, user, realm)
+    assert out.rc == 0, f"{user}@{realm} does not resolve: {out.stderr.strip()}"
+    want = [str(role_default("ad_dc", "ad_dc_probe_uid")), str(role_default("ad_dc", "ad_dc_gid_base"))]
+    assert out.stdout.split() == want, f"uid/gid {out.stdout.split()}; AD holds {want} (RFC2307)"
 
 
 @pytest.mark.feature("domain_member")
