@@ -3,8 +3,8 @@
 Writes bench/results/verify.json: for one Kommune and for the realised Kommunen of a wave (the
 model wave by default), the wall time of the whole run (probe included), the number of checks
 and checks per second, per job count; whether the sites were converged (the pass share says
-so), machine and date. The lab's site facts are copied to a scratch state directory, so the
-lab's own state (history, reports) is not touched. Read-only on the hosts.
+so), machine and date. The lab's site facts and secrets are copied to a scratch state directory,
+so the lab's own state (history, reports) is not touched. Read-only on the hosts.
 
     .venv/bin/python bench/verify.py --state LAB_STATE [--kommune nalbach] [--wave modell] [--jobs 2 4]
 """
@@ -76,6 +76,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="basisit-bench-verify-") as tmp:
         state = Path(tmp)
         shutil.copytree(facts, state / "facts")
+        if (args.state / "secrets").is_dir():  # the identity check logs in with the probe secret
+            shutil.copytree(args.state / "secrets", state / "secrets")
         for jobs in args.jobs:
             results["one_kommune"].append(run(state, ["--kommune", args.kommune], jobs))
             if (facts / "zentral.json").exists():
