@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -180,6 +181,7 @@ def test_a_stale_lab_is_taken_down_by_its_own_names(lab):
         system.delete_link(bridge)
         if lablib.owner() != me:
             lablib.OWNER_FILE.write_text(json.dumps(me), encoding="utf-8")
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def test_down_leaves_nothing(lab):
