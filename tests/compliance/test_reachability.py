@@ -48,6 +48,7 @@ RULE_FEATURE = {
     "client-rpc": "ad_dc",
     "client-ntp": "ad_dc",
     "client-fileserver": "file_server",
+    **{f"server-{s}": "ad_dc" for s in ("dns", "kerberos", "ldap", "smb", "rpc", "ntp")},
     "server-backup": "backup_server",
     "server-log": "log_host",
 }
