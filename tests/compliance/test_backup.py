@@ -41,12 +41,17 @@ def test_newest_snapshot_within_rpo(host, target):
 
 @pytest.mark.feature("backup_client")
 @pytest.mark.controls("gs:CON.3.A15", "wiba:Backup")
-def test_restore_canary(host):
-    """Restore a canary file from the newest snapshot into a scratch dir and compare checksums."""
+def test_restore_canary(host, target):
+    """Restore a canary file from this host's newest snapshot into a scratch dir and compare checksums.
+
+    A Kommune's hosts share one repository: `latest` is taken among this host's snapshots (the
+    job's --host), never another host's.
+    """
     want = host.check_output("sha256sum %s", CANARY).split()[0]
     out = host.run(
-        f'd=$(mktemp -d) && trap \'rm -rf "$d"\' EXIT && {RESTIC} restore latest --include %s --target "$d" >/dev/null '
-        f'&& sha256sum "$d"%s',
+        f'd=$(mktemp -d) && trap \'rm -rf "$d"\' EXIT && {RESTIC} restore latest --host %s --include %s --target "$d" '
+        f'>/dev/null && sha256sum "$d"%s',
+        target.name,
         CANARY,
         CANARY,
     )
