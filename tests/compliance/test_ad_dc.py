@@ -1,12 +1,13 @@
-"""ad_dc role: the Samba AD domain controller (gated until roles/ad_dc lands)."""
+"""ad_dc role: the Samba AD domain controller, and for size L its second DC replicating with the first."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 
-from basisit.verify.suite import estate
+from basisit.verify.suite import estate, not_applicable, role_default
 
 pytestmark = pytest.mark.role("ad_dc")
 
@@ -90,3 +91,48 @@ def test_privileged_groups_empty(host, group):
 def test_directory_consistent(host):
     out = host.run("samba-tool dbcheck --cross-ncs")
     assert out.rc == 0 and re.search(r"Checked \d+ objects \(0 errors\)", out.stdout), out.stdout[-500:]
+
+
+def _other_dcs(target) -> list:
+    """The Kommune's other DCs (size L has two); a site with one DC has nothing to replicate."""
+    others = [h for h in estate().site(target.kommune).hosts_with_role("ad_dc") if h.name != target.name]
+    if not others:
+        not_applicable("the Kommune has one domain controller (size S and M)")
+    return others
+
+
+@pytest.mark.feature("ad_dc/join")
+@pytest.mark.controls("gs:APP.2.2.A6", "gs:APP.2.2.A12")
+def test_replicates_inbound_from_every_other_dc(host, target):
+    """Every naming context replicates in from each other DC of the Kommune, without failures."""
+    others = _other_dcs(target)
+    out = host.run("samba-tool drs showrepl --json")
+    assert out.rc == 0, f"drs showrepl: {(out.stderr or out.stdout).strip()[-400:]}"
+    reps = json.loads(out.stdout)["repsFrom"]
+    for dc in others:
+        mine = [r for r in reps if r["DSA"].split("\\")[-1].lower() == dc.short]
+        assert mine, f"no inbound replication from {dc.short}; neighbours: {sorted({r['DSA'] for r in reps})}"
+        for r in mine:
+            assert r["consecutive failures"] == 0 and r["last success"] != r.get("never", "NTTIME(0)"), (
+                f"{r['NC dn']} from {dc.short}: {r['consecutive failures']} failures, last {r['last attempt message']}"
+            )
+
+
+@pytest.mark.feature("ad_dc/join")
+@pytest.mark.controls("gs:APP.2.2.A6")
+def test_accounts_made_on_the_primary_are_here(host, target):
+    """The accounts the primary DC creates (named admins, probe user) are in this DC's own database."""
+    _other_dcs(target)
+    users = set(host.check_output("samba-tool user list").split())
+    want = {a.name for a in estate().standard.admins} | {role_default("ad_dc", "ad_dc_probe_user")}
+    assert want <= users, f"missing on {target.name}: {sorted(want - users)}"
+
+
+@pytest.mark.feature("ad_dc/join")
+@pytest.mark.controls("gs:APP.2.2.A10")
+def test_every_dc_of_the_kommune_is_in_dns(host, target):
+    """This DC's DNS answers with every DC of the Kommune (the AD zone replicates with the domain)."""
+    site = estate().site(target.kommune)
+    for dc in (*_other_dcs(target), *[h for h in site.hosts if h.name == target.name]):
+        out = host.run("host -t A %s 127.0.0.1", dc.fqdn)
+        assert str(dc.address) in out.stdout, f"{dc.fqdn}: {out.stdout.strip() or out.stderr.strip()}"

@@ -7,6 +7,7 @@ import ipaddress
 from pathlib import Path
 
 import pytest
+import yaml
 
 from basisit import policy
 from basisit.validate import load_estate
@@ -67,8 +68,22 @@ def test_every_rule_resolves_where_its_target_exists(slug):
     rules = {f.rule for f in policy.flows(ESTATE, site)}
     for rule in ESTATE.standard.allow:
         target = rule.to.removeprefix(policy.ZENTRAL_PREFIX)
+        if rule.src == rule.to and len(site.hosts_with_role(target)) < 2:
+            continue  # among the hosts of one role (DC replication): nothing with a single host
         if rule.to.startswith(policy.ZENTRAL_PREFIX) or rule.to == policy.ANY or site.hosts_with_role(target):
             assert rule.name in rules, f"{slug}: {rule.name} resolved to nothing"
+
+
+def test_the_two_dcs_of_a_size_l_kommune_replicate_both_ways_on_the_role_s_rpc_port():
+    site = next(s for s in ESTATE.kommunen.values() if s.size == "L")
+    dc1, dc2 = site.hosts_with_role("ad_dc")
+    tcp = by_rule(policy.flows(ESTATE, site), "dc-replication")
+    assert {(f.src_hosts, f.dst_hosts) for f in tcp} == {((dc1.name,), (dc2.name,)), ((dc2.name,), (dc1.name,))}
+    defaults = yaml.safe_load((ROOT / "roles" / "ad_dc" / "defaults" / "main.yml").read_text())
+    rpc = defaults["ad_dc_rpc_port"]
+    assert {rpc, rpc + 1} <= {f.port for f in tcp}  # DRS/DNS management and NETLOGON
+    small = next(s for s in ESTATE.kommunen.values() if s.size == "S")
+    assert not by_rule(policy.flows(ESTATE, small), "dc-replication")  # one DC: no rule to itself
 
 
 def test_zentral_mgmt_reaches_every_host_of_a_kommune_by_ssh():
