@@ -35,6 +35,7 @@ LANDED = {
     "vpn_hub/tunnel",
     "ad_dc",
     "ad_dc/probe",
+    "ad_dc/join",
     "domain_member",
     "endpoint",
     "backup_client",

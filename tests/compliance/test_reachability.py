@@ -51,6 +51,9 @@ RULE_FEATURE = {
     **{f"server-{s}": "ad_dc" for s in ("dns", "kerberos", "ldap", "smb", "rpc", "ntp")},
     "server-backup": "backup_server",
     "server-log": "log_host",
+    "gateway-log": "log_host",
+    "dc-replication": "ad_dc/join",
+    "dc-replication-udp": "ad_dc/join",
 }
 
 
