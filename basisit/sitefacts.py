@@ -1,6 +1,6 @@
 """Site facts: the versioned JSON document a realisation backend writes per site.
 
-The schema lives in schemas/site-facts.v1.json. The lab writes facts after `lab up`; Pulumi
+The schema lives in basisit/schemas/site-facts.v1.json. The lab writes facts after `lab up`; Pulumi
 stacks export the same document as their `site_facts` output and `basisit facts import` stores
 it. The Ansible inventory plugin reads them from the state directory.
 """
@@ -18,7 +18,7 @@ import jsonschema
 
 from basisit import model
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "site-facts.v1.json"
+SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "site-facts.v1.json"
 STATE_ENV = "BASISIT_STATE"
 
 

@@ -19,7 +19,7 @@ from basisit.model import Estate
 from basisit.verify import controls, history
 from basisit.verify import waivers as wv
 
-TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates" / "dashboard"
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "dashboard"
 ADOPTION_TARGET = 80  # percent: the state funds only what at least 80 % of the Kommunen adopt
 TREND_RUNS = 14
 
