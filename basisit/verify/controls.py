@@ -1,6 +1,6 @@
 """Control identifiers of the four catalogues and how they group into families.
 
-See ../shared/reference/compliance-controls.md: BSI IT-Grundschutz (`gs:SYS.1.3.A8`), WiBA by
+See reference/compliance-controls.md: BSI IT-Grundschutz (`gs:SYS.1.3.A8`), WiBA by
 checklist name (`wiba:Serversysteme`), CIS Debian 12 (`cis-deb12:5.1.20`), dev-sec baselines
 (`devsec:sshd-27`).
 """
