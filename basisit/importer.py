@@ -1,6 +1,7 @@
 """Create Kommune files from the municipality directory (CSV), never touching existing ones.
 
-`basisit inventory import --csv FILE` adds a file for every municipality that has none yet,
+`basisit inventory import --csv reference/saarland-gemeinden.csv` (the Destatis directory the
+repository ships, see reference/README.md) adds a file for every municipality that has none yet,
 with the next free net_index, so adding a Kommune never renumbers another.
 """
 

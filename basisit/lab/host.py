@@ -250,7 +250,7 @@ def _wait_empty(group: str, machine: str, seconds: float) -> bool:
 
 
 def stop(state: Path, machine: str, group: str | None = None) -> None:
-    """Stop a machine as LAB-NOTES measured: SIGTERM nspawn, then poweroff the guest, then cgroup.kill."""
+    """Stop a machine as measured on the lab machines (docs/lab.md, "Stop"): SIGTERM nspawn, then poweroff the guest, then cgroup.kill."""
     d = host_dir(state, machine)
     rec = Record.load(d)
     group = group or (rec.group if rec else names.cgroup_group(names.prefix()))
