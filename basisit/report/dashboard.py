@@ -1,7 +1,8 @@
 """The Kommunal-Dashboard: static HTML from the history database, the model and the waivers.
 
 `render(...)` writes `index.html` (the Land overview) and `kommune/<slug>.html` (one page per
-Kommune) into the output directory. No server, no JavaScript, no assets from the internet: the
+Kommune) into the output directory. A Kommune whose latest run had unreachable hosts is shown
+as *unreachable* (its own colour): not verified, and not failing either. No server, no JavaScript, no assets from the internet: the
 trend lines are inline SVG.
 """
 
@@ -61,12 +62,13 @@ def _env() -> jinja2.Environment:
 
 
 def _adoption_trend(db: Path, slugs: list[str]) -> list[dict]:
-    """Per run (oldest first, last TREND_RUNS): share of all Kommunen verified without a failing check."""
+    """Per run (oldest first, last TREND_RUNS): share of all Kommunen verified without a failing check
+    (every host reached)."""
     status: dict[str, int] = {}
     out = []
     for run in history.runs(db):
         for k, row in _run_kommunen(db, run["id"]).items():
-            status[k] = row["fail"]
+            status[k] = row["fail"] + row["unreachable"]
         ok = sum(1 for s in slugs if s in status and status[s] == 0)
         out.append({"run": run["id"], "started": run["started"], "percent": round(100.0 * ok / len(slugs), 1)})
     return out[-TREND_RUNS:]
@@ -89,7 +91,9 @@ def build(estate: Estate, state: Path, waiver_list: list[wv.Waiver], today: dt.d
         k = site.kommune
         facts = sitefacts.read(state, slug)
         row = latest.get(slug)
-        if row is not None and row["total"] > 0:
+        if row is not None and row["unreachable"] > 0:
+            rollout = "unreachable"
+        elif row is not None and row["total"] > 0:
             rollout = "verified"
         elif facts is not None:
             rollout = "realised"
@@ -116,7 +120,7 @@ def build(estate: Estate, state: Path, waiver_list: list[wv.Waiver], today: dt.d
                 "domain": site.domain,
                 "rollout": rollout,
                 "compliance": row["compliance"] if row else None,
-                "counts": {s: (row[s] if row else 0) for s in ("pass", "fail", "waived", "na", "total")},
+                "counts": {s: (row[s] if row else 0) for s in ("pass", "fail", "waived", "na", "unreachable", "total")},
                 "last_run": row["run_id"] if row else None,
                 "last_started": row["started"] if row else None,
                 "spark": sparkline([t["compliance"] for t in trend]),
@@ -124,6 +128,7 @@ def build(estate: Estate, state: Path, waiver_list: list[wv.Waiver], today: dt.d
                 "failing": failing,
                 "waived": [r for r in results if r["state"] == "waived"],
                 "na": [r for r in results if r["state"] == "na"],
+                "unreachable": _unreachable_hosts(results),
                 "waivers": kw,
                 "zones": [z.to_dict() for z in site.zones.values()],
                 "hosts": [h.to_dict() | {"realised": bool(facts and h.name in facts["hosts"])} for h in site.hosts],
@@ -164,6 +169,16 @@ def build(estate: Estate, state: Path, waiver_list: list[wv.Waiver], today: dt.d
             if w["expired"] or w["expiring_soon"]
         ],
     }
+
+
+def _unreachable_hosts(results: list[dict]) -> list[dict]:
+    """Per host whose checks were unreachable: how many, and why (the first message)."""
+    by: dict[str, dict] = {}
+    for r in results:
+        if r["state"] == "unreachable":
+            h = by.setdefault(r["host"], {"host": r["host"], "checks": 0, "message": r["message"]})
+            h["checks"] += 1
+    return sorted(by.values(), key=lambda h: h["host"])
 
 
 def _reaches(w: wv.Waiver, site) -> bool:

@@ -5,13 +5,16 @@
 1. selects Kommunen and reads their site facts (a Kommune named with --kommune that was never
    realised is an input error, exit 2; with --wave/--all such Kommunen are listed and left out);
 2. writes `<state>/verify/ssh_config` and opens one multiplexed SSH connection per host (the
-   probe): a host that does not answer within the connect timeout fails, with all its checks;
-3. runs pytest-testinfra on tests/compliance in parallel (pytest-xdist `-n JOBS`);
-4. classifies the results (pass, fail, waived, not applicable; expired waivers fail) and writes
-   `<state>/reports/runs/<run id>/{results.json,junit.xml}`, appends to `<state>/history.sqlite`
-   and renders the dashboard into `<state>/reports/dashboard/`.
+   probe, retried once): a host that does not answer is *unreachable*, and so are all its checks;
+3. runs pytest-testinfra on tests/compliance in parallel (pytest-xdist `-n JOBS`); a transport
+   error during a check (ssh's exit 255, a timeout) is retried once, and if it persists the host
+   is unreachable from then on — never a failed check;
+4. classifies the results (pass, fail, waived, not applicable, unreachable; expired waivers fail)
+   and writes `<state>/reports/runs/<run id>/{results.json,junit.xml}`, appends to
+   `<state>/history.sqlite` and renders the dashboard into `<state>/reports/dashboard/`.
 
-Exit status: 0 nothing failed, 1 something failed, 2 bad input.
+Exit status: 0 every check judged and nothing failed, 1 something failed, 2 bad input,
+3 nothing failed but some hosts were unreachable (not verified).
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--connect-timeout",
         type=int,
         default=targets.CONNECT_TIMEOUT,
-        help=f"seconds until an unreachable host fails (default {targets.CONNECT_TIMEOUT})",
+        help=f"seconds until a host that does not answer is tried once more, then unreachable (default {targets.CONNECT_TIMEOUT})",
     )
     p.add_argument("--check-waivers", action="store_true", help="only validate inventory/waivers.yaml and list them")
     p.add_argument("--no-dashboard", action="store_true", help="skip rendering the dashboard")
@@ -173,6 +176,12 @@ def run(args, estate, state: Path, slugs: list[str], waiver_list: list[wv.Waiver
         fh.flush()
         rc = subprocess.call(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     targets.stop_masters([h for h in hosts if h.reachable], config)
+    for name, reason in targets.marked_unreachable(run_dir).items():  # hosts that stopped answering mid-run
+        for h in hosts:
+            if h.name == name and h.reachable is not False:
+                h.reachable, h.error = False, reason.removeprefix(f"{name}: ")
+                if h.check:
+                    print(f"{h.name}: {h.error}")
     if not raw_path.exists():
         tail = log.read_text(encoding="utf-8").strip().splitlines()[-15:]
         print(f"basisit: the check run did not complete (pytest exit {rc}); see {log}:", file=sys.stderr)
@@ -218,13 +227,16 @@ def run(args, estate, state: Path, slugs: list[str], waiver_list: list[wv.Waiver
 
         index = dashboard.render(estate, state, state / "reports" / "dashboard", waiver_list, today)
     _print_summary(res, run_info, run_dir, index)
-    return EXIT_OK if status == 0 else EXIT_FAIL
+    return status
 
 
 def _print_summary(res: list[results.Result], run: dict, run_dir: Path, index: Path | None) -> None:
     for k, c in results.per_kommune(res).items():
         pct = f"{c['compliance']:.1f} %" if c["compliance"] is not None else "–"
-        print(f"{k}: {c['pass']} pass, {c['fail']} fail, {c['waived']} waived, {c['na']} n/a — compliance {pct}")
+        unreach = f", {c['unreachable']} unreachable" if c["unreachable"] else ""
+        print(
+            f"{k}: {c['pass']} pass, {c['fail']} fail, {c['waived']} waived, {c['na']} n/a{unreach} — compliance {pct}"
+        )
     failing = [r for r in res if r.state == "fail"]
     for r in failing[:40]:
         ctl = " ".join(r.controls) or "-"
@@ -233,10 +245,15 @@ def _print_summary(res: list[results.Result], run: dict, run_dir: Path, index: P
         )
     if len(failing) > 40:
         print(f"… and {len(failing) - 40} more failures (see the JSON report)")
+    down = [h for h in run["hosts"] if h["reachable"] is False]
+    for h in down:
+        n = sum(1 for r in res if r.state == "unreachable" and r.host == h["name"])
+        print(f"UNREACHABLE {h['name']} ({n} check(s) not judged): {h['error']}")
     if run["gated"]:
         print(f"gated (role feature not landed, not run): {len(run['gated'])} check(s)")
     s = results.summary(res)
     print(
         f"run {run['id']}: {s['total']} checks, {s['pass']} pass, {s['fail']} fail, {s['waived']} waived, "
-        f"{s['na']} n/a in {run['duration']:.1f} s; reports in {run_dir}" + (f"; dashboard {index}" if index else "")
+        f"{s['na']} n/a, {s['unreachable']} unreachable in {run['duration']:.1f} s; reports in {run_dir}"
+        + (f"; dashboard {index}" if index else "")
     )

@@ -1,7 +1,9 @@
 """The history database (`<state>/history.sqlite`): every run and every result, for trends.
 
 Tables: `runs` (one row per `basisit verify`), `results` (one row per check and host, with its
-state and control ids), `run_kommunen` (per run and Kommune: counts and compliance %). Runs limited by pytest arguments
+state and control ids), `run_kommunen` (per run and Kommune: counts and compliance %). The state
+`unreachable` (the host did not answer over SSH) is counted apart from pass and fail; databases
+written before it existed are migrated when opened. Runs limited by pytest arguments
 (`basisit verify … -- -k NAME`) are recorded as partial and left out of trends and the dashboard.
 """
 
@@ -26,7 +28,8 @@ CREATE TABLE IF NOT EXISTS runs (
     compliance REAL,
     exit_status INTEGER NOT NULL,
     report_dir TEXT NOT NULL,
-    partial INTEGER NOT NULL DEFAULT 0  -- 1: a run limited by pytest arguments (-k …); not a trend point
+    partial INTEGER NOT NULL DEFAULT 0,  -- 1: a run limited by pytest arguments (-k …); not a trend point
+    unreachable INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS results (
     run_id TEXT NOT NULL REFERENCES runs(id),
@@ -35,7 +38,7 @@ CREATE TABLE IF NOT EXISTS results (
     test_id TEXT NOT NULL,
     nodeid TEXT NOT NULL,
     controls TEXT NOT NULL,       -- space-separated control ids
-    state TEXT NOT NULL CHECK (state IN ('pass', 'fail', 'waived', 'na')),
+    state TEXT NOT NULL CHECK (state IN ('pass', 'fail', 'waived', 'na', 'unreachable')),
     duration REAL NOT NULL,
     message TEXT NOT NULL,
     reproduce TEXT NOT NULL,      -- JSON list of commands
@@ -48,9 +51,31 @@ CREATE TABLE IF NOT EXISTS run_kommunen (
     total INTEGER NOT NULL, pass INTEGER NOT NULL, fail INTEGER NOT NULL,
     waived INTEGER NOT NULL, na INTEGER NOT NULL,
     compliance REAL,
+    unreachable INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (run_id, kommune)
 );
 """
+
+RESULTS_COLUMNS = "run_id, kommune, host, test_id, nodeid, controls, state, duration, message, reproduce, waiver"
+
+
+def _migrate(con: sqlite3.Connection) -> None:
+    """Bring a database written by an older basisit up to SCHEMA (in one transaction)."""
+    cols = {r["name"] for r in con.execute("PRAGMA table_info(runs)")}
+    if "partial" not in cols:  # databases written before runs could be partial
+        con.execute("ALTER TABLE runs ADD COLUMN partial INTEGER NOT NULL DEFAULT 0")
+    if "unreachable" not in cols:
+        con.execute("ALTER TABLE runs ADD COLUMN unreachable INTEGER NOT NULL DEFAULT 0")
+    if "unreachable" not in {r["name"] for r in con.execute("PRAGMA table_info(run_kommunen)")}:
+        con.execute("ALTER TABLE run_kommunen ADD COLUMN unreachable INTEGER NOT NULL DEFAULT 0")
+    (sql,) = con.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'results'").fetchone()
+    if "'unreachable'" not in sql:  # the state CHECK constraint predates `unreachable`: rebuild the table
+        con.execute("ALTER TABLE results RENAME TO results_old")
+        con.execute("DROP INDEX IF EXISTS results_run")
+        con.executescript(SCHEMA)
+        con.execute(f"INSERT INTO results ({RESULTS_COLUMNS}) SELECT {RESULTS_COLUMNS} FROM results_old")
+        con.execute("DROP TABLE results_old")
+    con.commit()
 
 
 def path_in(state: Path) -> Path:
@@ -64,9 +89,7 @@ def connect(db: Path) -> Iterator[sqlite3.Connection]:
     con.row_factory = sqlite3.Row
     try:
         con.executescript(SCHEMA)
-        cols = {r["name"] for r in con.execute("PRAGMA table_info(runs)")}
-        if "partial" not in cols:  # databases written before runs could be partial
-            con.execute("ALTER TABLE runs ADD COLUMN partial INTEGER NOT NULL DEFAULT 0")
+        _migrate(con)
         yield con
         con.commit()
     finally:
@@ -78,7 +101,8 @@ def append(db: Path, run: dict, results: list[Result]) -> None:
     s = summary(results)
     with connect(db) as con:
         con.execute(
-            "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO runs (id, started, finished, selection, total, pass, fail, waived, na, compliance, "
+            "exit_status, report_dir, partial, unreachable) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 run["id"],
                 run["started"],
@@ -93,10 +117,11 @@ def append(db: Path, run: dict, results: list[Result]) -> None:
                 run["exit_status"],
                 run["report_dir"],
                 int(bool(run.get("partial"))),
+                s["unreachable"],
             ),
         )
         con.executemany(
-            "INSERT INTO results VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT INTO results ({RESULTS_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             [
                 (
                     run["id"],
@@ -116,11 +141,24 @@ def append(db: Path, run: dict, results: list[Result]) -> None:
         )
         kommunen = per_kommune(results)
         for k in run["selection"]:
-            kommunen.setdefault(k, {"total": 0, "pass": 0, "fail": 0, "waived": 0, "na": 0, "compliance": None})
+            kommunen.setdefault(
+                k, {"total": 0, "pass": 0, "fail": 0, "waived": 0, "na": 0, "unreachable": 0, "compliance": None}
+            )
         con.executemany(
-            "INSERT INTO run_kommunen VALUES (?,?,?,?,?,?,?,?)",
+            "INSERT INTO run_kommunen (run_id, kommune, total, pass, fail, waived, na, compliance, unreachable) "
+            "VALUES (?,?,?,?,?,?,?,?,?)",
             [
-                (run["id"], k, c["total"], c["pass"], c["fail"], c["waived"], c["na"], c["compliance"])
+                (
+                    run["id"],
+                    k,
+                    c["total"],
+                    c["pass"],
+                    c["fail"],
+                    c["waived"],
+                    c["na"],
+                    c["compliance"],
+                    c["unreachable"],
+                )
                 for k, c in kommunen.items()
             ],
         )
@@ -132,7 +170,8 @@ def trend(db: Path, kommune: str, last: int = 14) -> list[dict]:
         return []
     with connect(db) as con:
         rows = con.execute(
-            "SELECT rk.run_id, r.started, rk.compliance, rk.pass, rk.fail, rk.waived, rk.na FROM run_kommunen rk "
+            "SELECT rk.run_id, r.started, rk.compliance, rk.pass, rk.fail, rk.waived, rk.na, rk.unreachable "
+            "FROM run_kommunen rk "
             "JOIN runs r ON r.id = rk.run_id WHERE rk.kommune = ? AND r.partial = 0 ORDER BY r.started DESC, rk.run_id DESC LIMIT ?",
             (kommune, last),
         ).fetchall()

@@ -7,6 +7,10 @@
 - collects one raw record per item on the controlling process and writes them as JSON to
   `--basisit-results PATH`, for basisit.verify.results.classify.
 
+A check that raised `targets.Unreachable` (the host did not answer over SSH, after one retry)
+is recorded with outcome "unreachable": pytest itself still reports it as an error (a direct
+pytest run never passes it), `basisit verify` reports it as state `unreachable`.
+
 Skips whose reason starts with "gated:" mark checks for role features that have not landed; they
 are listed separately and never count as results.
 """
@@ -17,6 +21,8 @@ import json
 from pathlib import Path
 
 import pytest
+
+from basisit.verify.targets import Unreachable
 
 GATED_PREFIX = "gated:"
 NO_TARGETS = "got empty parameter set"
@@ -88,6 +94,15 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
         _current.pop()
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    if call.excinfo is not None and isinstance(call.excinfo.value, Unreachable):
+        # user_properties travel with the report through pytest-xdist
+        report.user_properties.append(("unreachable", str(call.excinfo.value)))
+
+
 def _message(report: pytest.TestReport) -> str:
     if report.skipped:
         lr = report.longrepr
@@ -106,9 +121,12 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     recs = config.stash[_KEY]
     props: dict[str, str] = {}
     commands: list[str] = []
+    unreachable = ""
     for k, v in report.user_properties:
         if k == "command":
             commands.append(str(v))
+        elif k == "unreachable":
+            unreachable = str(v)
         else:
             props[k] = str(v)
     rec = recs.setdefault(
@@ -129,7 +147,10 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     for c in commands:
         if c not in rec["commands"]:
             rec["commands"].append(c)
-    if report.failed and rec["outcome"] != "failed":
+    if unreachable and rec["outcome"] != "failed":
+        rec["outcome"] = "unreachable"
+        rec["message"] = unreachable
+    elif report.failed and rec["outcome"] not in ("failed", "unreachable"):
         rec["outcome"] = "failed"
         phase = "" if report.when == "call" else f"error in {report.when}: "
         rec["message"] = phase + _message(report)

@@ -1,15 +1,18 @@
-"""Check results: classification into four states, JUnit and JSON output, exit status.
+"""Check results: classification into five states, JUnit and JSON output, exit status.
 
 The pytest plugin (basisit.verify.plugin) records one raw outcome per check; `classify` turns
-those into results with one of four states and applies the waivers:
+those into results with one of five states and applies the waivers:
 
 - pass: the check ran and held;
-- fail: the check failed, errored (e.g. the host is unreachable) or skipped without saying it
-  does not apply; an expired waiver in the run's scope is a failing result of its own;
+- fail: the check failed, errored or skipped without saying it does not apply; an expired
+  waiver in the run's scope is a failing result of its own;
 - waived: the check failed and a valid waiver covers it;
-- na (not applicable): the check skipped itself with a reason starting "not applicable".
+- na (not applicable): the check skipped itself with a reason starting "not applicable";
+- unreachable: the host did not answer over SSH (after one retry), so the check could not be
+  judged: neither passed nor failed, never waived.
 
-Compliance % = pass / (pass + fail): waived and not-applicable checks are left out.
+Compliance % = pass / (pass + fail): waived, not-applicable and unreachable checks are left out.
+Exit status: 1 when anything failed, else 3 when a check was unreachable, else 0.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from pathlib import Path
 
 from basisit.verify import waivers as wv
 
-STATES = ("pass", "fail", "waived", "na")
+STATES = ("pass", "fail", "waived", "na", "unreachable")
+EXIT_UNREACHABLE = 3  # nothing failed, but some hosts did not answer: not verified
 NA_PREFIX = "not applicable"
 EXPIRED_TEST_ID = "waivers::expired"
 
@@ -96,6 +100,8 @@ def classify(
         msg = rec.get("message", "")
         if outcome == "passed":
             state = "pass"
+        elif outcome == "unreachable":
+            state = "unreachable"
         elif outcome == "skipped" and msg.lower().startswith(NA_PREFIX):
             state = "na"
         elif outcome == "skipped":
@@ -169,8 +175,11 @@ def per_kommune(results: list[Result]) -> dict[str, dict]:
 
 
 def exit_status(results: list[Result]) -> int:
-    """0 only when nothing failed (waived and not applicable do not fail)."""
-    return 1 if any(r.state == "fail" for r in results) else 0
+    """1 when something failed; else 3 when a host was unreachable; 0 when every check was judged
+    and nothing failed (waived and not applicable do not fail)."""
+    if any(r.state == "fail" for r in results):
+        return 1
+    return EXIT_UNREACHABLE if any(r.state == "unreachable" for r in results) else 0
 
 
 def write_json(path: Path, run: dict, results: list[Result], waiver_list: list[dict]) -> Path:
@@ -193,7 +202,8 @@ def write_junit(path: Path, results: list[Result], run_id: str) -> Path:
     """One <testsuite> per host, named `kommune/host`; control ids as testcase properties.
 
     Waived and not-applicable checks are <skipped> with a message saying which; failing checks
-    (including expired waivers) are <failure>.
+    (including expired waivers) are <failure>; unreachable checks are <error type="unreachable">
+    (CI tools show errors apart from failures: the check could not run, it did not fail).
     """
     suites: dict[tuple[str, str], list[Result]] = defaultdict(list)
     for r in results:
@@ -209,7 +219,7 @@ def write_junit(path: Path, results: list[Result], run_id: str) -> Path:
             name=f"{kommune}/{host}",
             tests=str(len(rs)),
             failures=str(s["fail"]),
-            errors="0",
+            errors=str(s["unreachable"]),
             skipped=str(s["waived"] + s["na"]),
             time=f"{sum(r.duration for r in rs):.3f}",
             timestamp=run_id,
@@ -243,8 +253,14 @@ def write_junit(path: Path, results: list[Result], run_id: str) -> Path:
                 )
             elif r.state == "na":
                 ET.SubElement(tc, "skipped", message=r.message)
+            elif r.state == "unreachable":
+                e = ET.SubElement(
+                    tc, "error", type="unreachable", message=(r.message.splitlines() or ["unreachable"])[0][:500]
+                )
+                e.text = r.message
     root.set("tests", str(tot["total"]))
     root.set("failures", str(tot["fail"]))
+    root.set("errors", str(tot["unreachable"]))
     root.set("skipped", str(tot["waived"] + tot["na"]))
     path.parent.mkdir(parents=True, exist_ok=True)
     ET.indent(root)

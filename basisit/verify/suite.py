@@ -5,7 +5,12 @@
 - `pytest_generate_tests`: parametrises a check's `target` argument with the hosts of the
   module's role (`pytestmark = pytest.mark.role("gateway")`, `any` = every host);
 - `host` fixture / `connect(name)`: the testinfra host (ssh backend through the generated
-  ssh_config, connection reuse); a host the probe found unreachable fails at once, never skips;
+  ssh_config, connection reuse). Every command goes through `targets.retry_transport`: a
+  transport error (ssh's exit 255, a timeout) is retried once and, if it persists, raises
+  `targets.Unreachable`, which the plugin reports as state `unreachable` (never failed, never
+  skipped); the host is then marked unreachable for the run's other workers;
+- `reachable` (autouse): a check whose target the probe (or a worker) found unreachable is
+  reported unreachable at once, without running;
 - `gate(items, landed)`: checks whose role feature has not landed are skipped as "gated:";
 - helpers reading effective state: `sshd_effective`, `tcp_probe`, `udp_dns_probe`;
 - `secret(kommune, name)` and `run_with_secret`: a credential from the state directory, handed
@@ -34,7 +39,7 @@ from basisit.verify import targets as tg
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
-__all__ = ["host", "pytest_generate_tests"]
+__all__ = ["host", "pytest_generate_tests", "reachable"]
 
 
 def not_applicable(reason: str) -> None:
@@ -143,44 +148,114 @@ def gate(items: list[pytest.Item], landed: set[str], roles_dir: Path = ROOT / "r
 
 
 _hosts: dict[str, testinfra.host.Host] = {}
+_down: dict[str, str] = {}  # hosts found unreachable in this process (a direct pytest run has no run dir)
 
 
-def _recording(h: testinfra.host.Host) -> testinfra.host.Host:
-    """Remember every command a check runs on h (testinfra's modules call h.run too)."""
+def _run_dir() -> Path | None:
+    env = os.environ.get(tg.CONTEXT_ENV)
+    return Path(env).parent if env else None
+
+
+def unreachable_reason(name: str) -> str:
+    """Why `name` is unreachable in this run ('' when it is not known to be)."""
+    t = by_name(name)
+    if t is not None and t.reachable is False:
+        return t.error
+    if name in _down:
+        return _down[name]
+    rd = _run_dir()
+    if rd is not None:
+        return tg.marked_unreachable(rd).get(name, "")
+    return ""
+
+
+def _mark_down(e: tg.Unreachable) -> None:
+    _down[e.host] = str(e)
+    rd = _run_dir()
+    if rd is not None:
+        tg.mark_unreachable(rd, e.host, str(e))
+
+
+def _probe(name: str) -> bool:
+    """A cheap `true` over the host's connection: does it answer at all?"""
+    try:
+        return tg.ssh_true(name, Path(context()["ssh_config"])).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def _transport_aware(name: str, h: testinfra.host.Host) -> testinfra.host.Host:
+    """Record every command a check runs on h (testinfra's modules call h.run too), and run it
+    through `retry_transport`: testinfra's own 255 handling (a RuntimeError, i.e. a failed
+    check) never sees a transport error."""
     orig = h.run
+    backend = h.backend
 
     def run(command, *args, **kwargs):
-        plugin.record_command(h.backend.get_command(command, *args))
+        plugin.record_command(backend.get_command(command, *args))
         return orig(command, *args, **kwargs)
 
+    def run_ssh(command: str):
+        if reason := unreachable_reason(name):
+            raise tg.Unreachable(name, reason.removeprefix(f"{name}: "))
+        cmd, cmd_args = backend._build_ssh_command(command)
+
+        def once():
+            out = backend.run_local(" ".join(cmd), *cmd_args)
+            out.command = backend.encode(command)
+            return out
+
+        try:
+            return tg.retry_transport(once, lambda: _probe(name), name, rc=lambda r: r.rc, stderr=lambda r: r.stderr)
+        except tg.Unreachable as e:
+            _mark_down(e)
+            raise
+
     h.run = run
+    backend.run_ssh = run_ssh
     return h
 
 
 def connect(name: str):
-    """The testinfra host for `name`; fails at once (never skips) when the probe found it unreachable."""
-    t = by_name(name)
-    if t is not None and t.reachable is False:
-        pytest.fail(f"{name}: {t.error}", pytrace=False)
+    """The testinfra host for `name`; raises targets.Unreachable at once for a host known unreachable."""
+    if reason := unreachable_reason(name):
+        raise tg.Unreachable(name, reason.removeprefix(f"{name}: "))
     if name not in _hosts:
         cfg = context()["ssh_config"]
         h = testinfra.get_host(
             f"ssh://{name}", ssh_config=cfg, timeout=tg.CONNECT_TIMEOUT, controlpersist=tg.CONTROL_PERSIST
         )
-        _hosts[name] = _recording(h)
+        _hosts[name] = _transport_aware(name, h)
     return _hosts[name]
 
 
 def run_with_secret(name: str, command: str, secret: str, timeout: float = 60) -> subprocess.CompletedProcess:
     """Run `command` on host `name` with `secret` on its stdin: never an argument, never recorded.
 
-    Same ssh_config (and master connection) as the testinfra hosts; the report's reproduce line
-    names the command and says where its stdin comes from.
+    Same ssh_config (and master connection) as the testinfra hosts, same transport retry; the
+    report's reproduce line names the command and says where its stdin comes from.
     """
-    connect(name)  # fails at once for a host the probe found unreachable
+    connect(name)  # raises Unreachable at once for a host known unreachable
     plugin.record_command(f"{command}  # stdin: the secret, from the state directory")
     cmd = ["ssh", "-F", context()["ssh_config"], name, command]
-    return subprocess.run(cmd, input=secret + "\n", capture_output=True, text=True, timeout=timeout)
+    try:
+        return tg.retry_transport(
+            lambda: subprocess.run(cmd, input=secret + "\n", capture_output=True, text=True, timeout=timeout),
+            lambda: _probe(name),
+            name,
+        )
+    except tg.Unreachable as e:
+        _mark_down(e)
+        raise
+
+
+@pytest.fixture(autouse=True)
+def reachable(request: pytest.FixtureRequest) -> None:
+    """A check of a host known unreachable is not run: it is reported unreachable."""
+    cs = getattr(request.node, "callspec", None)
+    t = cs.params.get("target") if cs is not None else None
+    if isinstance(t, Target) and (reason := unreachable_reason(t.name)):
+        raise tg.Unreachable(t.name, reason.removeprefix(f"{t.name}: "))
 
 
 def role_default(role: str, var: str, roles_dir: Path = ROOT / "roles"):

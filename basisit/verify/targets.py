@@ -5,6 +5,12 @@ UserKnownHostsFile, Port) and, for all of them, a short ConnectTimeout and conne
 (ControlMaster/ControlPersist with the control sockets in the state directory). testinfra's ssh
 backend runs `ssh -F <this file> <host> <command>`, so one TCP connection per host serves every
 check of the run.
+
+Transport errors are not findings. OpenSSH exits 255 for its own errors (and, rarely, when the
+remote command does). `probe` and `retry_transport` try once more after a 255 or a timeout;
+when the retry fails the same way and ssh's stderr names a connection error, or a `true` over the
+same connection fails too, the host is *unreachable* (`Unreachable`), never a failed check. A 255
+twice in a row from a host that answers `true` is the remote command's own exit status.
 """
 
 from __future__ import annotations
@@ -12,9 +18,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shlex
 import subprocess
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,7 +30,7 @@ from pathlib import Path
 from basisit import sitefacts
 from basisit.model import Estate
 
-CONNECT_TIMEOUT = 5  # seconds until an unreachable host is reported failed
+CONNECT_TIMEOUT = 5  # seconds until a host that does not answer is tried again, then reported unreachable
 CONTROL_PERSIST = 120  # seconds a multiplexed connection stays open after its last use
 CONTEXT_ENV = "BASISIT_VERIFY_CONTEXT"
 SOCKET_MAX = 107  # unix socket paths: 108 bytes with the terminating NUL
@@ -31,8 +39,85 @@ SOCKET_MAX = 107  # unix socket paths: 108 bytes with the terminating NUL
 SOCKET_NAME = 1 + 40 + 17
 
 
+SSH_FAILED = 255  # OpenSSH's exit status for its own errors
+# What ssh (not the remote command) prints when the transport fails.
+SSH_ERROR = re.compile(
+    r"ssh: connect to host|ssh: Could not resolve hostname|kex_exchange_identification|"
+    r"Connection (refused|timed out|reset|closed)|closed by remote host|Broken pipe|No route to host|"
+    r"Network is unreachable|Timeout, server .* not responding|mux_client_|ControlSocket .* already exists|"
+    r"Control socket connect|banner exchange|Permission denied \(|Host key verification failed",
+    re.IGNORECASE,
+)
+
+
 class NotRealised(Exception):
     """A selected Kommune has no site facts (it was never realised by the lab or a stack)."""
+
+
+class Unreachable(Exception):
+    """The host did not answer over SSH, after one retry: no check of it can be judged."""
+
+    def __init__(self, host: str, detail: str):
+        super().__init__(f"{host}: {detail}")
+        self.host = host
+        self.detail = detail
+
+
+def ssh_error(stderr: str | bytes | None) -> str:
+    """The line of ssh's stderr that names a transport failure, or ''."""
+    if isinstance(stderr, bytes):
+        stderr = stderr.decode("utf-8", "replace")
+    for line in (stderr or "").splitlines():
+        if SSH_ERROR.search(line):
+            return line.strip()
+    return ""
+
+
+def retry_transport(
+    run: Callable[[], object],
+    probe: Callable[[], bool],
+    host: str,
+    rc: Callable[[object], int] = lambda r: r.returncode,
+    stderr: Callable[[object], str | bytes] = lambda r: r.stderr,
+):
+    """Run `run()`; after a transport failure (exit 255, or a timeout) run it once more.
+
+    Returns the first result that is not a transport failure. Raises Unreachable when the retry
+    failed too and either ssh's stderr names a connection error or `probe()` (a `true` over the
+    same connection) fails; a 255 twice from a host that answers is the command's own result.
+    """
+    last, result = "", None
+    for _attempt in (1, 2):
+        try:
+            result = run()
+        except subprocess.TimeoutExpired as e:
+            if probe():  # the host answers: the command itself hung, a finding of the check
+                raise
+            last, result = f"no answer within {e.timeout:g} s", None
+            continue
+        if rc(result) != SSH_FAILED:
+            return result
+        last = ssh_error(stderr(result)) or f"ssh exited with status {SSH_FAILED} and no message"
+    if result is not None and not ssh_error(stderr(result)) and probe():
+        return result
+    raise Unreachable(host, f"unreachable over ssh: {last} (retried once)")
+
+
+def mark_unreachable(run_dir: Path, host: str, detail: str) -> None:
+    """Tell the run's other pytest workers (and `basisit verify`) that `host` stopped answering."""
+    d = run_dir / "unreachable"
+    d.mkdir(parents=True, exist_ok=True)
+    tmp = d / f".{host}.{os.getpid()}"
+    tmp.write_text(detail + "\n", encoding="utf-8")
+    os.replace(tmp, d / host)
+
+
+def marked_unreachable(run_dir: Path) -> dict[str, str]:
+    """Hosts a worker of this run found unreachable, with the reason."""
+    d = run_dir / "unreachable"
+    if not d.is_dir():
+        return {}
+    return {p.name: p.read_text(encoding="utf-8").strip() for p in d.iterdir() if not p.name.startswith(".")}
 
 
 @dataclass
@@ -165,17 +250,31 @@ def write_ssh_config(hosts: list[Host], state: Path, connect_timeout: int = CONN
     return p
 
 
+def ssh_true(name: str, config: Path, connect_timeout: int = CONNECT_TIMEOUT) -> subprocess.CompletedProcess:
+    """`ssh -F config name true`: opens (or reuses) the host's master connection."""
+    cmd = ["ssh", "-F", str(config), name, "true"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=connect_timeout + 10, stdin=subprocess.DEVNULL)
+
+
 def probe(host: Host, config: Path, connect_timeout: int = CONNECT_TIMEOUT) -> Host:
-    """Open the host's master connection (`ssh true`); record whether it answered in time."""
-    cmd = ["ssh", "-F", str(config), host.name, "true"]
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=connect_timeout + 10, stdin=subprocess.DEVNULL)
-        host.reachable = p.returncode == 0
-        err = (p.stderr.strip().splitlines() or [f"ssh exited with status {p.returncode}"])[-1]
-        host.error = "" if host.reachable else f"unreachable over ssh at {host.address}: {err}"
-    except subprocess.TimeoutExpired:
-        host.reachable = False
-        host.error = f"unreachable over ssh at {host.address}: no answer within {connect_timeout + 10} s"
+    """Open the host's master connection (`ssh true`, retried once); record whether it answered in time.
+
+    A probe that does not exit 0 twice (ssh's error, a refused login, no answer) makes the host
+    unreachable: its checks are reported `unreachable`, not failed and not passed.
+    """
+    last = ""
+    for _attempt in (1, 2):
+        try:
+            p = ssh_true(host.name, config, connect_timeout)
+        except subprocess.TimeoutExpired:
+            last = f"no answer within {connect_timeout + 10} s"
+            continue
+        if p.returncode == 0:
+            host.reachable, host.error = True, ""
+            return host
+        last = ssh_error(p.stderr) or (p.stderr.strip().splitlines() or [f"ssh exited with status {p.returncode}"])[-1]
+    host.reachable = False
+    host.error = f"unreachable over ssh at {host.address}: {last} (retried once)"
     return host
 
 

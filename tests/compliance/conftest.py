@@ -14,6 +14,8 @@ Conventions (see basisit/verify/suite.py for the machinery):
   listed apart from the results: a check for a feature that does not exist yet neither passes nor
   blocks a run. Add a feature here once the role implements it and the check passed in the lab;
 - a check that does not apply to a host calls `not_applicable(reason)`;
+- a host that does not answer over SSH (after one retry) is *unreachable*: its checks are
+  reported with that state, never as failed (see suite.reachable and targets.retry_transport);
 - no sleeps, no reruns: a probe waits only as long as its own timeout.
 """
 
@@ -22,7 +24,7 @@ from __future__ import annotations
 import pytest
 
 from basisit.verify import plugin
-from basisit.verify.suite import gate, host, pytest_generate_tests  # noqa: F401  (fixture and hook)
+from basisit.verify.suite import gate, host, pytest_generate_tests, reachable  # noqa: F401  (fixtures and hook)
 
 # Role features whose checks run: every role's main feature that has passed in the lab. A
 # feature named here whose task file is missing from roles/ stays gated (see suite.gate).

@@ -1,5 +1,6 @@
 """`basisit verify` end to end without the lab: bad input, not-realised Kommunen, the ssh_config,
-and a run against hosts that do not answer (they must fail within the connect timeout)."""
+and a run against hosts that do not answer (they are reported unreachable within the connect
+timeout and its one retry, never as failed checks)."""
 
 from __future__ import annotations
 
@@ -146,7 +147,8 @@ def test_control_path_stays_short_for_long_state_dirs(tmp_path):
 
 @pytest.fixture(scope="module")
 def unreachable_run(tmp_path_factory):
-    """One verify run on nalbach whose hosts refuse SSH, with an expired and a valid waiver."""
+    """One verify run on nalbach whose hosts refuse SSH, with a valid waiver (it must not apply:
+    an unreachable check is not a failure) and an expired one (it fails the run on its own)."""
     base = tmp_path_factory.mktemp("verify")
     inv = base / "inventory"
     shutil.copytree(ROOT / "inventory", inv, ignore=shutil.ignore_patterns("group_vars", "basisit.yml"))
@@ -157,7 +159,7 @@ def unreachable_run(tmp_path_factory):
                     {
                         "id": "devsec:sshd-27",
                         "scope": {"kommune": "nalbach", "host": "nalbach-gw"},
-                        "justification": "Lets the unit test see a waived result on an unreachable gateway.",
+                        "justification": "Covers a finding on the gateway; an unreachable check is none.",
                         "approver": "test",
                         "expires": "2999-12-31",
                     },
@@ -180,27 +182,32 @@ def unreachable_run(tmp_path_factory):
     return p, state, time.monotonic() - t0
 
 
-def test_unreachable_hosts_fail_not_skip(unreachable_run):
+def test_unreachable_hosts_are_unreachable_not_failed(unreachable_run):
     p, state, _ = unreachable_run
-    assert p.returncode == 1, p.stdout + p.stderr
-    assert "nalbach-gw: unreachable over ssh at 127.0.0.1" in p.stdout
+    assert p.returncode == 1, p.stdout + p.stderr  # the expired waiver fails; nothing else does
+    assert "nalbach-gw: unreachable over ssh at 127.0.0.1" in p.stdout and "(retried once)" in p.stdout
+    assert "UNREACHABLE nalbach-dc1 (" in p.stdout
     (run_dir,) = (state / "reports" / "runs").iterdir()
     doc = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
     hosts = {h["name"] for h in doc["run"]["hosts"]}
     assert hosts == {h.name for h in load_estate(ROOT / "inventory").site("nalbach").hosts}
+    assert all(h["reachable"] is False for h in doc["run"]["hosts"])
     reach = [r for r in doc["results"] if r["test_id"] == "test_base::test_ssh_reachable"]
-    assert {r["host"] for r in reach} == hosts and all(r["state"] == "fail" for r in reach)
-    assert doc["summary"]["na"] == 0 and doc["summary"]["pass"] == 0
+    assert {r["host"] for r in reach} == hosts and all(r["state"] == "unreachable" for r in reach)
+    checks = [r for r in doc["results"] if r["test_id"] != "waivers::expired"]
+    assert checks and {r["state"] for r in checks} == {"unreachable"}
+    assert doc["summary"]["unreachable"] == len(checks) and doc["summary"]["fail"] == 1  # the expired waiver
     sshd = [r for r in doc["results"] if r["test_id"] == "test_base::test_sshd_option" and r["host"] == "nalbach-dc1"]
-    assert sshd and all(r["state"] == "fail" and "unreachable" in r["message"] for r in sshd)
+    assert sshd and all("unreachable over ssh at 127.0.0.1" in r["message"] for r in sshd)
 
 
-def test_waived_and_expired_waiver_in_run(unreachable_run):
+def test_waiver_never_covers_unreachable_and_expired_waiver_fails(unreachable_run):
     _p, state, _ = unreachable_run
     (run_dir,) = (state / "reports" / "runs").iterdir()
     doc = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
-    waived = [r for r in doc["results"] if r["state"] == "waived"]
-    assert waived and all(r["host"] == "nalbach-gw" and "devsec:sshd-27" in r["controls"] for r in waived)
+    assert not [r for r in doc["results"] if r["state"] == "waived"]
+    gw = [r for r in doc["results"] if r["host"] == "nalbach-gw" and "devsec:sshd-27" in r["controls"]]
+    assert gw and all(r["state"] == "unreachable" and r["waiver"] is None for r in gw)
     expired = [r for r in doc["results"] if r["test_id"] == "waivers::expired"]
     assert len(expired) == 1 and expired[0]["state"] == "fail" and expired[0]["controls"] == ["cis-deb12:5.1.14"]
 
@@ -209,16 +216,21 @@ def test_reports_history_dashboard_written(unreachable_run):
     p, state, _ = unreachable_run
     (run_dir,) = (state / "reports" / "runs").iterdir()
     root = ET.parse(run_dir / "junit.xml").getroot()
-    assert "nalbach/nalbach-dc1" in {s.get("name") for s in root.iter("testsuite")}
-    assert history.runs(state / "history.sqlite")[0]["fail"] > 0
+    suites = {s.get("name"): s for s in root.iter("testsuite")}
+    dc1 = suites["nalbach/nalbach-dc1"]
+    assert int(dc1.get("errors")) == int(dc1.get("tests")) > 0 and dc1.get("failures") == "0"
+    errors = [c.find("error") for c in dc1.iter("testcase")]
+    assert all(e is not None and e.get("type") == "unreachable" for e in errors)
+    run = history.runs(state / "history.sqlite")[0]
+    assert run["fail"] == 1 and run["unreachable"] > 0 and run["pass"] == 0
     assert (state / "reports" / "dashboard" / "index.html").exists()
     page = (state / "reports" / "dashboard" / "kommune" / "nalbach.html").read_text(encoding="utf-8")
-    assert "basisit verify --kommune nalbach -- -k" in page and "devsec:sshd-27" in page
+    assert "Unreachable" in page and "nalbach-dc1" in page and "unreachable over ssh at 127.0.0.1" in page
     assert "run " in p.stdout and "gated (role feature not landed" in p.stdout
 
 
 def test_unreachable_reported_within_connect_timeout(tmp_path):
-    """A host that drops packets (TEST-NET-1) is reported failed after the connect timeout, not hung."""
+    """A host that drops packets (TEST-NET-1) is reported unreachable after the connect timeout and one retry."""
     state = tmp_path / "state"
     fake_facts(state, "nalbach", "192.0.2.1", 22)
     estate = load_estate(ROOT / "inventory")
@@ -226,8 +238,9 @@ def test_unreachable_reported_within_connect_timeout(tmp_path):
     cfg = targets.write_ssh_config(hosts, state, connect_timeout=1)
     t0 = time.monotonic()
     targets.probe_all(hosts, cfg, connect_timeout=1)
-    assert time.monotonic() - t0 < 8
+    assert time.monotonic() - t0 < 12
     assert all(h.reachable is False and "unreachable over ssh at 192.0.2.1" in h.error for h in hosts)
+    assert all("ssh: connect to host 192.0.2.1 port 22" in h.error and "(retried once)" in h.error for h in hosts)
 
 
 def test_zentral_not_realised_exit_2(run, tmp_path):
