@@ -5,6 +5,11 @@ bounded parallelism. The wave halts (no new Kommune starts) once more than `max_
 Kommunen failed. A ledger (SQLite in the state directory) records every step with times, the
 standard version and the result; a re-run skips Kommunen already verified at the current
 standard version (unless --force) and resumes the rest.
+
+A Kommune whose verify found hosts unreachable (`basisit verify` exit 3: nothing failed, but not
+every host answered over SSH) is *unreachable*: not verified (a re-run verifies it again), not
+failed either — it neither counts towards --max-failures nor stops the wave as a canary. The
+summary lists it apart; the rollout exits 3 when nothing failed but a Kommune was unreachable.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ CREATE TABLE IF NOT EXISTS steps (
     started TEXT NOT NULL,
     finished TEXT,
     seconds REAL,
-    result TEXT,            -- ok | failed | skipped
+    result TEXT,            -- ok | failed | unreachable | skipped
     detail TEXT,
     log TEXT
 );
@@ -132,6 +137,13 @@ class StepFailed(Exception):
         self.log = log
 
 
+class StepUnreachable(StepFailed):
+    """Verify judged nothing failed, but hosts did not answer over SSH: the site is not verified."""
+
+
+EXIT_UNREACHABLE = 3  # `basisit verify` (and the rollout): nothing failed, some hosts unreachable
+
+
 StepFn = Callable[[str], None]  # site slug -> None, raises StepFailed
 
 
@@ -146,7 +158,7 @@ class Commands:
     python: str = sys.executable
     _realise_lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def _run(self, site: str, step: str, argv: list[str], timeout: int) -> None:
+    def _run(self, site: str, step: str, argv: list[str], timeout: int, unreachable_rc: int | None = None) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_dir / f"{site}-{step}.log"
         env = {**os.environ, "BASISIT_STATE": str(self.state), "BASISIT_INVENTORY": str(self.inventory)}
@@ -161,6 +173,9 @@ class Commands:
                 )
             except subprocess.TimeoutExpired:
                 raise StepFailed(f"{step} timed out after {timeout} s", str(log)) from None
+        if unreachable_rc is not None and p.returncode == unreachable_rc:
+            down = _unreachable_hosts(log)
+            raise StepUnreachable(f"unreachable: {', '.join(down) or 'hosts did not answer over ssh'}", str(log))
         if p.returncode != 0:
             raise StepFailed(f"{step} exited {p.returncode}: {_last_line(log)}", str(log))
 
@@ -195,7 +210,16 @@ class Commands:
 
     def verify(self, site: str) -> None:
         select = ["--zentral"] if site == ZENTRAL else ["--kommune", site]
-        self._run(site, "verify", self._basisit("verify", *select), timeout=1800)
+        self._run(site, "verify", self._basisit("verify", *select), timeout=1800, unreachable_rc=EXIT_UNREACHABLE)
+
+
+def _unreachable_hosts(log: Path) -> list[str]:
+    """The hosts `basisit verify` listed as UNREACHABLE in its output."""
+    out = []
+    for ln in log.read_text(encoding="utf-8", errors="replace").splitlines():
+        if ln.startswith("UNREACHABLE "):
+            out.append(ln.split()[1])
+    return out
 
 
 def _last_line(log: Path) -> str:
@@ -212,7 +236,7 @@ class SiteState:
     step: str = "waiting"
     started: float | None = None
     finished: float | None = None
-    result: str = "pending"  # pending | running | verified | failed | skipped | not started
+    result: str = "pending"  # pending | running | verified | failed | unreachable | skipped | not started
     detail: str = ""
 
     @property
@@ -264,6 +288,12 @@ class Rollout:
         t0, started = time.monotonic(), _now()
         try:
             self.steps[step](slug)
+        except StepUnreachable as e:  # not verified, not failed: counts towards no threshold
+            self.ledger.record(
+                self.run_id, slug, step, self.version, started, time.monotonic() - t0, "unreachable", e.detail, e.log
+            )
+            st.result, st.detail, st.finished = "unreachable", f"{step}: {e.detail}", time.monotonic()
+            return False
         except StepFailed as e:
             self.ledger.record(
                 self.run_id, slug, step, self.version, started, time.monotonic() - t0, "failed", e.detail, e.log
@@ -285,7 +315,7 @@ class Rollout:
         st.result, st.step = "running", "verify"
         if self._step(ZENTRAL, "verify"):
             st.step, st.result, st.finished = "done", "verified", time.monotonic()
-        else:
+        elif st.result == "failed":
             self.failures += 1
 
     def run(self) -> bool:
@@ -327,9 +357,19 @@ class Rollout:
                     self.state[s].detail = "wave halted"
         if self.plan.include_zentral:
             self._verify_zentral()
-        ok = self.failures == 0 and not self.halted
-        self.ledger.finish_run(self.run_id, "ok" if ok else "failed")
+        ok = self.failures == 0 and not self.halted and not self.unreachable
+        self.ledger.finish_run(self.run_id, "ok" if ok else ("incomplete" if self.unreachable_only else "failed"))
         return ok
+
+    @property
+    def unreachable(self) -> list[str]:
+        """Sites whose verify found hosts unreachable (not verified, not failed)."""
+        return [s for s, st in self.state.items() if st.result == "unreachable"]
+
+    @property
+    def unreachable_only(self) -> bool:
+        """Nothing failed and the wave ran through, but some sites were unreachable."""
+        return bool(self.unreachable) and self.failures == 0 and not self.halted
 
     def _pool(self, sites: list[str]) -> None:
         queue = list(sites)
@@ -360,7 +400,14 @@ def _table(rollout: Rollout):
     t = Table(title=f"basisit rollout (standard v{rollout.version}, backend {rollout.backend})")
     for col in ("site", "step", "elapsed", "result", "detail"):
         t.add_column(col)
-    colours = {"verified": "green", "converged": "green", "failed": "red", "running": "yellow", "skipped": "cyan"}
+    colours = {
+        "verified": "green",
+        "converged": "green",
+        "failed": "red",
+        "unreachable": "magenta",
+        "running": "yellow",
+        "skipped": "cyan",
+    }
     for st in rollout.state.values():
         c = colours.get(st.result, "white")
         t.add_row(st.slug, st.step, f"{st.elapsed:6.1f}s", f"[{c}]{st.result}[/{c}]", st.detail)
@@ -421,7 +468,13 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     print(
         "summary: " + ", ".join(f"{n} {r}" for r, n in sorted(counts.items())) + (" (wave halted)" if ro.halted else "")
     )
-    return EXIT_OK if ok else EXIT_FAIL
+    for slug in ro.unreachable:
+        print(
+            f"{slug}: not verified, {ro.state[slug].detail} (not a compliance failure; re-run the rollout once they answer)"
+        )
+    if ok:
+        return EXIT_OK
+    return EXIT_UNREACHABLE if ro.unreachable_only else EXIT_FAIL
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -8,14 +8,15 @@ import time
 
 import pytest
 
-from basisit.rollout import Ledger, Plan, Rollout, StepFailed
+from basisit.rollout import EXIT_UNREACHABLE, Ledger, Plan, Rollout, StepFailed, StepUnreachable
 
 
 class Steps:
     """Records the order and concurrency of calls; fails the sites it is told to."""
 
-    def __init__(self, fail: dict[str, str] | None = None, delay: float = 0.0):
+    def __init__(self, fail: dict[str, str] | None = None, delay: float = 0.0, unreachable: set[str] = frozenset()):
         self.fail = fail or {}
+        self.unreachable = unreachable  # sites whose verify finds hosts unreachable
         self.delay = delay
         self.calls: list[tuple[str, str]] = []
         self.active = 0
@@ -32,6 +33,8 @@ class Steps:
                 time.sleep(self.delay)
                 if self.fail.get(site) == step:
                     raise StepFailed(f"{site} broke in {step}")
+                if step == "verify" and site in self.unreachable:
+                    raise StepUnreachable(f"unreachable: {site}-gw")
             finally:
                 with self._lock:
                     self.active -= 1
@@ -126,6 +129,37 @@ def test_zentral_failure_starts_no_kommune(ledger):
     assert not ro.ok
     assert {s for s, _ in steps.calls} == {"zentral"}
     assert ro.state["a"].result == "not started"
+
+
+def test_unreachable_canary_is_not_a_failure_and_not_verified(ledger):
+    """A transport hiccup halts nothing: the unreachable canary neither fails nor stops the wave."""
+    steps = Steps(unreachable={"a"})
+    ro = roll(ledger, ["a", "b", "c"], steps, max_failures=0)
+    assert ro.state["a"].result == "unreachable" and "a-gw" in ro.state["a"].detail
+    assert ro.state["b"].result == "verified" and ro.state["c"].result == "verified"
+    assert not ro.halted and ro.failures == 0 and not ro.ok and ro.unreachable_only
+    assert ("a", "verify", "unreachable") in [r[:3] for r in ledger.steps(ro.run_id)]
+    assert not ledger.verified("a", 1, "lab")  # a re-run verifies it again
+    again = roll(ledger, ["a", "b", "c"], steps := Steps())
+    assert again.ok and ("a", "verify") in steps.calls and ("b", "verify") not in steps.calls
+
+
+def test_unreachable_zentral_counts_no_failure(ledger):
+    ro = roll(ledger, ["a"], Steps(unreachable={"zentral"}))
+    assert ro.state["zentral"].result == "unreachable" and ro.failures == 0 and ro.unreachable == ["zentral"]
+
+
+def test_verify_exit_3_is_unreachable_naming_hosts(tmp_path):
+    """Commands maps `basisit verify`'s exit 3 to StepUnreachable, with the hosts it listed (a real process)."""
+    from basisit.rollout import Commands
+
+    cmds = Commands(tmp_path / "inv", tmp_path / "state", "lab", tmp_path / "logs")
+    script = "echo 'UNREACHABLE bous-gw (12 check(s) not judged): unreachable over ssh'; exit 3"
+    with pytest.raises(StepUnreachable, match="unreachable: bous-gw"):
+        cmds._run("bous", "verify", ["sh", "-c", script], timeout=30, unreachable_rc=EXIT_UNREACHABLE)
+    with pytest.raises(StepFailed) as e:
+        cmds._run("bous", "verify", ["sh", "-c", "echo '1 fail'; exit 1"], timeout=30, unreachable_rc=EXIT_UNREACHABLE)
+    assert not isinstance(e.value, StepUnreachable) and "exited 1" in e.value.detail
 
 
 def test_rollout_requires_a_selection(run):
