@@ -60,6 +60,18 @@ def select_sites(estate: Estate, slugs: list[str] | None, wave: str | None = Non
 
 def cmd_inventory_validate(args: argparse.Namespace) -> int:
     estate = estate_of(args)
+    # waivers.yaml was read as YAML by load_estate; its entries are judged against the estate here.
+    try:
+        from basisit.verify import waivers
+    except ModuleNotFoundError:  # pragma: no cover - verify not installed
+        waivers = None
+    if waivers is not None:
+        try:
+            waivers.load(Path(args.inventory) / waivers.FILENAME, estate)
+        except waivers.WaiverError as e:
+            print(str(e), file=sys.stderr)
+            print("inventory invalid: waivers.yaml; nothing was applied", file=sys.stderr)
+            return EXIT_INPUT
     print(summary(estate))
     return EXIT_OK
 
@@ -151,15 +163,40 @@ def cmd_facts_import(args: argparse.Namespace) -> int:
 # --- parser --------------------------------------------------------------------------------
 
 
+INVENTORY_HELP = "inventory directory (default: ./inventory or $BASISIT_INVENTORY)"
+STATE_HELP = "state directory (default: ./.basisit or $BASISIT_STATE)"
+
+
+def _global_options_everywhere(parser: argparse.ArgumentParser) -> None:
+    """--inventory and --state are accepted after any (sub)command too, not only before it.
+
+    The subcommands' copies default to SUPPRESS, so a value given before the subcommand (or
+    the default) stays unless the option is repeated after it; the last one given wins.
+    """
+    seen: set[int] = set()
+
+    def walk(p: argparse.ArgumentParser) -> None:
+        for action in p._actions:
+            if not isinstance(action, argparse._SubParsersAction):
+                continue
+            for sp in action.choices.values():
+                if id(sp) in seen:
+                    continue
+                seen.add(id(sp))
+                have = {o for a in sp._actions for o in a.option_strings}
+                if "--inventory" not in have:
+                    sp.add_argument("--inventory", type=Path, default=argparse.SUPPRESS, help=INVENTORY_HELP)
+                if "--state" not in have:
+                    sp.add_argument("--state", default=argparse.SUPPRESS, help=STATE_HELP)
+                walk(sp)
+
+    walk(parser)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="basisit", description=__doc__.splitlines()[0])
-    p.add_argument(
-        "--inventory",
-        type=Path,
-        default=default_inventory(),
-        help="inventory directory (default: ./inventory or $BASISIT_INVENTORY)",
-    )
-    p.add_argument("--state", default=None, help="state directory (default: ./.basisit or $BASISIT_STATE)")
+    p.add_argument("--inventory", type=Path, default=default_inventory(), help=INVENTORY_HELP)
+    p.add_argument("--state", default=None, help=STATE_HELP)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     inv = sub.add_parser("inventory", help="validate, show and extend the inventory")
@@ -188,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for register in EXTENSIONS:
         register(sub)
+    _global_options_everywhere(p)
     return p
 
 

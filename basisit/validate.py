@@ -2,21 +2,29 @@
 
 `load_estate(dir)` returns an Estate or raises InventoryError holding every Problem found.
 Whatever the input, nothing else escapes: a broken file is reported, never a traceback.
+
+Every file is read by basisit.load (size limit, duplicate keys, no aliases, plain types only).
+Errors are collected across and within files: a broken standard.yaml still lets the Kommune
+files be checked for everything that does not depend on it, and a Kommune file with a schema
+error is still checked field by field for the rest. Besides the model files, what Ansible reads
+is checked too: basisit.yml, group_vars/ and host_vars/, and no stray files (see `_check_layout`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import itertools
+import keyword
 import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
-from basisit import model, schema
+from basisit import load, model, schema
 
 SAARLAND_AGS_PREFIX = "10"  # Land key of Saarland (first two digits of every AGS)
 SAARLAND_DISTRICTS = {  # Kreis keys (digits 3-5 of the AGS)
@@ -41,14 +49,16 @@ class Problem:
     kommune: str  # slug, "zentral", "standard" or "-"
     field: str  # dotted path, "-" for the whole file
     message: str  # what is wrong and what is expected
+    line: int = 0  # 1-based line in file, 0 when unknown or the whole file
 
     def __str__(self) -> str:
-        return f"{self.file}: [{self.kommune}] {self.field}: {self.message}"
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: [{self.kommune}] {self.field}: {self.message}"
 
 
 class InventoryError(Exception):
     def __init__(self, problems: list[Problem]):
-        self.problems = sorted(set(problems))
+        self.problems = sorted(set(problems), key=lambda p: (p.file, p.line, p.kommune, p.field, p.message))
         super().__init__(f"{len(self.problems)} inventory error(s)")
 
     def report(self) -> str:
@@ -60,31 +70,48 @@ class InventoryError(Exception):
 # --- reading files -------------------------------------------------------------------------
 
 
-def _read_yaml(path: Path, who: str, problems: list[Problem]) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        problems.append(Problem(str(path), who, "-", "file is missing; expected it in the inventory directory"))
-        return None
-    except (OSError, UnicodeDecodeError) as e:
-        problems.append(Problem(str(path), who, "-", f"cannot be read ({e}); expected a UTF-8 YAML file"))
-        return None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
-        problems.append(Problem(str(path), who, "-", f"YAML syntax error at {where}: {e.problem or e}"))
-        return None
-    except (yaml.YAMLError, ValueError, RecursionError) as e:
-        problems.append(Problem(str(path), who, "-", f"YAML error: {e}"))
-        return None
-    if not isinstance(data, dict):
-        problems.append(
-            Problem(str(path), who, "-", f"top level is {type(data).__name__}; expected a mapping of fields")
-        )
-        return None
-    return data
+class _Files:
+    """What was read: the loader's result per file, so every problem can be given its line."""
+
+    def __init__(self) -> None:
+        self.loaded: dict[str, load.Loaded] = {}
+
+    def read(self, path: Path, who: str, problems: list[Problem], mapping: bool = True) -> Any:
+        """Load one file; record its problems; return its data (a mapping) or None."""
+        got = load.load_file(path)
+        self.loaded[str(path)] = got
+        for lp in got.problems:
+            problems.append(Problem(str(path), who, lp.field, lp.message, lp.line))
+        data = got.data
+        if got.problems and data is None:
+            return None
+        if data is None and not mapping:
+            return {}
+        if not isinstance(data, dict):
+            problems.append(
+                Problem(
+                    str(path), who, "-", f"top level is {_type(data)}; expected a mapping of fields", 1 if data else 0
+                )
+            )
+            return None
+        return data
+
+    def bad_fields(self, path: Path) -> set[str]:
+        got = self.loaded.get(str(path))
+        return got.bad_fields if got else set()
+
+    def with_lines(self, problems: list[Problem]) -> list[Problem]:
+        out = []
+        for p in problems:
+            got = self.loaded.get(p.file)
+            if p.line == 0 and got is not None and p.field != "-":
+                p = Problem(p.file, p.kommune, p.field, p.message, got.line_of(p.field))
+            out.append(p)
+        return out
+
+
+def _type(value: Any) -> str:
+    return "empty" if value is None else type(value).__name__
 
 
 def _loc(loc: tuple) -> str:
@@ -97,9 +124,7 @@ def _loc(loc: tuple) -> str:
     return out or "-"
 
 
-def _shown(value: Any) -> str:
-    s = repr(value)
-    return s if len(s) <= 60 else s[:57] + "..."
+_shown = load.shown
 
 
 def _pydantic_problems(path: Path, who: str, err: ValidationError) -> list[Problem]:
@@ -119,15 +144,50 @@ def _pydantic_problems(path: Path, who: str, err: ValidationError) -> list[Probl
     return out
 
 
-def _parse(model_cls, data: dict, path: Path, who: str, problems: list[Problem]):
+def _under(field: str, bad: set[str]) -> bool:
+    return any(field == b or field.startswith(b + ".") or field.startswith(b + "[") for b in bad)
+
+
+def _parse(model_cls, data: dict, path: Path, who: str, problems: list[Problem], bad: set[str] = frozenset()):
+    """Validate the shape; problems of fields the loader already reported (`bad`) are not repeated."""
     try:
         return model_cls.model_validate(data)
     except ValidationError as e:
-        problems.extend(_pydantic_problems(path, who, e))
+        problems.extend(p for p in _pydantic_problems(path, who, e) if not _under(p.field, bad))
         return None
     except (ValueError, TypeError, RecursionError) as e:  # pragma: no cover - defensive
-        problems.append(Problem(str(path), who, "-", f"invalid content: {e}"))
+        problems.append(Problem(str(path), who, "-", f"invalid content: {_shown(str(e))}"))
         return None
+
+
+_ADAPTERS: dict[tuple[type, str], TypeAdapter] = {}
+
+
+def _partial_kommune(data: dict) -> schema.KommuneFile:
+    """The fields of a Kommune file that are valid on their own (the file failed its schema):
+    enough to run every rule whose fields are present. Missing fields raise AttributeError."""
+    fields: dict[str, Any] = {}
+    for name, info in schema.KommuneFile.model_fields.items():
+        if name not in data:
+            continue
+        value = data[name]
+        if name == "endpoints" and isinstance(value, list):
+            good = []
+            for item in value:
+                try:
+                    good.append(schema.Endpoint.model_validate(item))
+                except (ValidationError, ValueError, TypeError):
+                    good.append(None)  # keeps the indices of the others
+            fields[name] = good
+            continue
+        key = (schema.KommuneFile, name)
+        if key not in _ADAPTERS:
+            _ADAPTERS[key] = TypeAdapter(info.annotation)
+        try:
+            fields[name] = _ADAPTERS[key].validate_python(value)
+        except (ValidationError, ValueError, TypeError):
+            continue
+    return schema.KommuneFile.model_construct(**fields)
 
 
 # --- rules ---------------------------------------------------------------------------------
@@ -249,137 +309,430 @@ def _check_zentral(z: schema.ZentralFile, std: schema.StandardFile, f: str, std_
     return p
 
 
-def _check_kommune(k: schema.KommuneFile, slug: str, std: schema.StandardFile, f: str) -> list[Problem]:
+def _dns_name_ok(name: str) -> bool:
+    labels = name.split(".")
+    return name == name.lower() and len(labels) >= 2 and len(name) <= 253 and all(DNS_LABEL.match(x) for x in labels)
+
+
+def _check_standard_rules(std: schema.StandardFile, f: str) -> list[Problem]:
+    """What a reviewer of the standard expects beyond its shape."""
+    p: list[Problem] = []
+    w = "standard"
+    # Size classes: ascending limits, the last one open, so every population has exactly one class.
+    present = [s for s in schema.SIZE_CLASSES if s in std.size_classes]
+    prev: tuple[str, int] | None = None
+    for n, size in enumerate(present):
+        limit = std.size_classes[size].max_population
+        last = n == len(present) - 1
+        fld = f"size_classes.{size}.max_population"
+        if limit is None and not last:
+            later = ", ".join(present[n + 1 :])
+            p.append(
+                Problem(
+                    f,
+                    w,
+                    fld,
+                    f"null (no upper limit) before {later}, which could never apply; expected null only for {present[-1]}",
+                )
+            )
+            break
+        if limit is not None and last:
+            p.append(
+                Problem(
+                    f,
+                    w,
+                    fld,
+                    f"{limit} leaves populations above it without a size class; expected null (no upper limit) for the last class",
+                )
+            )
+        if limit is not None and limit < 0:
+            p.append(Problem(f, w, fld, f"{limit} is negative; expected a number of inhabitants"))
+        if limit is not None and prev is not None and limit <= prev[1]:
+            p.append(
+                Problem(
+                    f,
+                    w,
+                    fld,
+                    f"{limit} is not above {prev[0]}'s {prev[1]}, so {size} could never apply; expected ascending limits S < M < L",
+                )
+            )
+        if limit is not None:
+            prev = (size, limit)
+    if not std.waves:
+        p.append(Problem(f, w, "waves", "no waves; expected at least one rollout wave"))
+    ad = std.services.ad
+    if not _dns_name_ok(ad.domain_suffix):
+        p.append(
+            Problem(
+                f,
+                w,
+                "services.ad.domain_suffix",
+                f"{_shown(ad.domain_suffix)} is not a valid DNS domain; expected lower-case labels such as 'basisit.internal'",
+            )
+        )
+    elif ad.domain_suffix.split(".")[-1] == "local":
+        p.append(
+            Problem(
+                f, w, "services.ad.domain_suffix", "'.local' is reserved for mDNS; expected e.g. 'basisit.internal'"
+            )
+        )
+    pw = std.services.password_policy
+    if pw.max_age_days and pw.min_age_days >= pw.max_age_days:
+        p.append(
+            Problem(
+                f,
+                w,
+                "services.password_policy.min_age_days",
+                f"{pw.min_age_days} is not below max_age_days {pw.max_age_days}; expected min < max (or max 0 for no expiry)",
+            )
+        )
+    lo = std.services.lockout
+    if lo.observation_window_minutes > lo.duration_minutes:
+        p.append(
+            Problem(
+                f,
+                w,
+                "services.lockout.observation_window_minutes",
+                f"{lo.observation_window_minutes} exceeds duration_minutes {lo.duration_minutes}; AD requires the window <= the lockout duration",
+            )
+        )
+    if not any(std.services.backup.retention.values()):
+        p.append(
+            Problem(
+                f, w, "services.backup.retention", "every keep_* is 0, so nothing is kept; expected at least one > 0"
+            )
+        )
+    if not std.services.ntp.servers:
+        p.append(Problem(f, w, "services.ntp.servers", "empty; expected at least one NTP server"))
+    if not std.services.dns.forwarders:
+        p.append(Problem(f, w, "services.dns.forwarders", "empty; expected at least one DNS forwarder"))
+    if not std.endpoints.os:
+        p.append(Problem(f, w, "endpoints.os", "empty; expected at least one endpoint OS"))
+    uids: dict[int, str] = {}
+    for i, a in enumerate(std.admins):
+        if a.uid in uids:
+            p.append(Problem(f, w, f"admins[{i}].uid", f"uid {a.uid} is also {uids[a.uid]!r}'s; expected unique uids"))
+        uids.setdefault(a.uid, a.name)
+    rules: dict[str, int] = {}
+    for i, rule in enumerate(std.allow):
+        if rule.name in rules:
+            p.append(
+                Problem(f, w, f"allow[{i}].name", f"duplicate rule name {rule.name!r} (also allow[{rules[rule.name]}])")
+            )
+        rules.setdefault(rule.name, i)
+        if not rule.proto:
+            p.append(Problem(f, w, f"allow[{i}].proto", "empty; expected tcp and/or udp"))
+        if not rule.ports:
+            p.append(Problem(f, w, f"allow[{i}].ports", "empty; expected at least one port"))
+    gateways = [kind for kind, hk in std.host_kinds.items() if "gateway" in hk.roles]
+    if len(gateways) != 1:
+        p.append(Problem(f, w, "host_kinds", f"{len(gateways)} host kinds with role gateway; expected exactly one"))
+    # Fixed host numbers: inside their zone, and no two kinds (nor the gateway) on one address.
+    a = std.addressing
+    taken: dict[tuple[str, int], str] = {}
+    for zname in a.zones:
+        taken[(zname, a.gateway_host)] = "the gateway"
+    for kind, hk in std.host_kinds.items():
+        if "gateway" in hk.roles or hk.zone not in a.zones:
+            continue
+        most = max(hk.count.values(), default=0)
+        size = 2 ** (32 - a.zones[hk.zone].prefix)
+        first = hk.host or 1
+        for n in range(first, first + most):
+            if not 1 <= n < size - 1:
+                p.append(
+                    Problem(
+                        f,
+                        w,
+                        f"host_kinds.{kind}.host",
+                        f"host number {n} does not fit the /{a.zones[hk.zone].prefix} {hk.zone} zone",
+                    )
+                )
+                break
+            if (hk.zone, n) in taken:
+                p.append(
+                    Problem(
+                        f,
+                        w,
+                        f"host_kinds.{kind}.host",
+                        f"{hk.zone} host {n} is also {taken[(hk.zone, n)]}; expected distinct addresses",
+                    )
+                )
+                break
+            taken[(hk.zone, n)] = kind
+    if a.transfer_zentral_host == a.transfer_gateway_host:
+        p.append(
+            Problem(
+                f,
+                w,
+                "addressing.transfer_gateway_host",
+                "same host number as transfer_zentral_host; expected two addresses",
+            )
+        )
+    transfer = a.zones.get("transfer")
+    if transfer is not None:
+        room = 2 ** (32 - transfer.prefix) - 2
+        for fld in ("transfer_zentral_host", "transfer_gateway_host"):
+            if getattr(a, fld) > room:
+                p.append(
+                    Problem(
+                        f,
+                        w,
+                        f"addressing.{fld}",
+                        f"{getattr(a, fld)} does not fit the /{transfer.prefix} transfer zone",
+                    )
+                )
+    client = a.zones.get("client")
+    if client is not None and a.endpoint_first_host + 1 >= 2 ** (32 - client.prefix) - 1:
+        p.append(
+            Problem(
+                f,
+                w,
+                "addressing.endpoint_first_host",
+                f"{a.endpoint_first_host} leaves no room for endpoints in the /{client.prefix} client zone",
+            )
+        )
+    return p
+
+
+def _kommune_own_rules(k: schema.KommuneFile, slug: str, f: str) -> list[Problem]:
+    """Rules of a Kommune file that do not depend on the standard."""
     p: list[Problem] = []
     w = slug
-    if k.slug != slug:
-        p.append(Problem(f, w, "slug", f"{k.slug!r} does not match the file name; expected {slug!r}"))
     if not SLUG.match(slug):
-        p.append(Problem(f, w, "slug", f"{slug!r} is not a valid slug; expected lower-case ASCII words joined by '-'"))
-    if not re.fullmatch(r"\d{8}", k.ags):
         p.append(
-            Problem(
-                f, w, "ags", f"{k.ags!r} is not 8 digits; expected the Amtlicher Gemeindeschlüssel, e.g. '10045111'"
-            )
+            Problem(f, w, "slug", f"{_shown(slug)} is not a valid slug; expected lower-case ASCII words joined by '-'")
         )
-    elif not k.ags.startswith(SAARLAND_AGS_PREFIX) or k.ags[2:5] not in SAARLAND_DISTRICTS:
-        p.append(
-            Problem(
-                f,
-                w,
-                "ags",
-                f"{k.ags!r} is not a Saarland code; expected '10' + a Saarland district key ({', '.join(sorted(SAARLAND_DISTRICTS))})",
+
+    def rule(fn) -> None:
+        with contextlib.suppress(AttributeError):  # that field is missing or invalid: already reported
+            fn()
+
+    def slug_rule() -> None:
+        if k.slug != slug:
+            p.append(Problem(f, w, "slug", f"{_shown(k.slug)} does not match the file name; expected {slug!r}"))
+
+    def ags_rule() -> None:
+        if not re.fullmatch(r"\d{8}", k.ags):
+            p.append(
+                Problem(
+                    f,
+                    w,
+                    "ags",
+                    f"{_shown(k.ags)} is not 8 digits; expected the Amtlicher Gemeindeschlüssel, e.g. '10045111'",
+                )
             )
-        )
-    elif SAARLAND_DISTRICTS[k.ags[2:5]] != k.district:
-        p.append(
-            Problem(
-                f,
-                w,
-                "district",
-                f"{k.district!r} does not match the AGS district key {k.ags[2:5]}; expected {SAARLAND_DISTRICTS[k.ags[2:5]]!r}",
+        elif not k.ags.startswith(SAARLAND_AGS_PREFIX) or k.ags[2:5] not in SAARLAND_DISTRICTS:
+            p.append(
+                Problem(
+                    f,
+                    w,
+                    "ags",
+                    f"{k.ags!r} is not a Saarland code; expected '10' + a Saarland district key ({', '.join(sorted(SAARLAND_DISTRICTS))})",
+                )
             )
-        )
-    if k.population.count < 0:
-        p.append(
-            Problem(
-                f, w, "population.count", f"{k.population.count} is negative; expected a number of inhabitants >= 0"
+        elif SAARLAND_DISTRICTS[k.ags[2:5]] != k.district:
+            p.append(
+                Problem(
+                    f,
+                    w,
+                    "district",
+                    f"{_shown(k.district)} does not match the AGS district key {k.ags[2:5]}; expected {SAARLAND_DISTRICTS[k.ags[2:5]]!r}",
+                )
             )
-        )
-    if str(k.wave) not in {str(x) for x in std.waves}:
-        p.append(Problem(f, w, "wave", f"unknown wave {k.wave!r}; expected one of {[str(x) for x in std.waves]}"))
-    if k.size is not None and k.size not in schema.SIZE_CLASSES:
-        p.append(Problem(f, w, "size", f"unknown size class {k.size!r}; expected one of {list(schema.SIZE_CLASSES)}"))
+
+    def population_rule() -> None:
+        if k.population.count < 0:
+            p.append(
+                Problem(
+                    f, w, "population.count", f"{k.population.count} is negative; expected a number of inhabitants >= 0"
+                )
+            )
+        if k.population.date > dt.date.today():
+            p.append(
+                Problem(
+                    f,
+                    w,
+                    "population.date",
+                    f"{k.population.date} lies in the future; expected the date the count refers to",
+                )
+            )
+
+    def size_rule() -> None:
+        if k.size is not None and k.size not in schema.SIZE_CLASSES:
+            p.append(
+                Problem(
+                    f, w, "size", f"unknown size class {_shown(k.size)}; expected one of {list(schema.SIZE_CLASSES)}"
+                )
+            )
+
+    def domain_rule() -> None:
+        if not _dns_name_ok(k.ad_domain):
+            p.append(
+                Problem(
+                    f,
+                    w,
+                    "ad_domain",
+                    f"{_shown(k.ad_domain)} is not a valid DNS domain; expected lower-case labels such as '{slug}.basisit.internal'",
+                )
+            )
+        elif k.ad_domain.split(".")[-1] == "local":
+            p.append(
+                Problem(
+                    f, w, "ad_domain", "'.local' is reserved for mDNS; expected a domain under the standard's suffix"
+                )
+            )
+
+    def netbios_rule() -> None:
+        if not NETBIOS.match(k.netbios):
+            p.append(
+                Problem(
+                    f,
+                    w,
+                    "netbios",
+                    f"{_shown(k.netbios)} is not a valid NetBIOS domain name; expected 1-15 upper-case letters, digits or '-'",
+                )
+            )
+
+    def endpoints_rule() -> None:
+        seen_host: dict[str, int] = {}
+        seen_idx: dict[int, int] = {}
+        seen_tag: dict[str, int] = {}
+        for i, ep in enumerate(k.endpoints):
+            if ep is None:
+                continue
+            fld = f"endpoints[{i}]"
+            if not HOSTNAME.match(ep.hostname) or len(ep.hostname) > 15:
+                p.append(
+                    Problem(
+                        f,
+                        w,
+                        f"{fld}.hostname",
+                        f"{_shown(ep.hostname)} is not a valid hostname; expected 1-15 lower-case letters, digits or '-' (NetBIOS limit)",
+                    )
+                )
+            if ep.hostname in seen_host:
+                p.append(
+                    Problem(
+                        f,
+                        w,
+                        f"{fld}.hostname",
+                        f"duplicate endpoint hostname {_shown(ep.hostname)} (also endpoints[{seen_host[ep.hostname]}])",
+                    )
+                )
+            seen_host.setdefault(ep.hostname, i)
+            if ep.index in seen_idx:
+                p.append(
+                    Problem(
+                        f,
+                        w,
+                        f"{fld}.index",
+                        f"duplicate endpoint index {ep.index} (also endpoints[{seen_idx[ep.index]}])",
+                    )
+                )
+            seen_idx.setdefault(ep.index, i)
+            tag = ep.asset_tag.upper()
+            if tag in seen_tag:
+                p.append(
+                    Problem(
+                        f,
+                        w,
+                        f"{fld}.asset_tag",
+                        f"duplicate asset tag {_shown(ep.asset_tag)} (also endpoints[{seen_tag[tag]}]); expected one tag per device",
+                    )
+                )
+            seen_tag.setdefault(tag, i)
+
+    for fn in (slug_rule, ags_rule, population_rule, size_rule, domain_rule, netbios_rule, endpoints_rule):
+        rule(fn)
+    return p
+
+
+def _kommune_standard_rules(
+    k: schema.KommuneFile, slug: str, std: schema.StandardFile, f: str, addressing_ok: bool
+) -> list[Problem]:
+    """Rules of a Kommune file judged against the standard."""
+    p: list[Problem] = []
+    w = slug
+    waves = [str(x) for x in std.waves]
+    for _name, fn in (
+        (
+            "wave",
+            lambda: (
+                str(k.wave) in waves
+                or p.append(Problem(f, w, "wave", f"unknown wave {_shown(k.wave)}; expected one of {waves}"))
+            ),
+        ),
+        ("net_index", lambda: _net_index_rule(k, slug, std, f, p) if addressing_ok else None),
+        ("ad_domain", lambda: _domain_suffix_rule(k, slug, std, f, p)),
+        ("endpoints", lambda: _endpoint_standard_rules(k, slug, std, f, p)),
+    ):
+        with contextlib.suppress(AttributeError):
+            fn()
+    return p
+
+
+def _net_index_rule(k, slug, std, f, p) -> None:
     hi = model.max_net_index(std)
     if not 1 <= k.net_index <= hi:
         p.append(
             Problem(
                 f,
-                w,
+                slug,
                 "net_index",
                 f"{k.net_index} is out of range; expected 1..{hi} (blocks of /{std.addressing.block_prefix} in {std.addressing.supernet})",
             )
         )
-    labels = k.ad_domain.split(".")
-    if not (
-        k.ad_domain == k.ad_domain.lower()
-        and len(labels) >= 2
-        and all(DNS_LABEL.match(x) for x in labels)
-        and len(k.ad_domain) <= 253
-    ):
+
+
+def _domain_suffix_rule(k, slug, std, f, p) -> None:
+    suffix = std.services.ad.domain_suffix
+    if _dns_name_ok(k.ad_domain) and not k.ad_domain.endswith("." + suffix):
         p.append(
             Problem(
                 f,
-                w,
+                slug,
                 "ad_domain",
-                f"{k.ad_domain!r} is not a valid DNS domain; expected lower-case labels such as '{slug}.{std.services.ad.domain_suffix}'",
+                f"{_shown(k.ad_domain)} is not under the standard's suffix {suffix!r}; expected '{slug}.{suffix}'",
             )
         )
-    elif labels[-1] == "local":
-        p.append(
-            Problem(f, w, "ad_domain", "'.local' is reserved for mDNS; expected a domain under the standard's suffix")
-        )
-    if not NETBIOS.match(k.netbios):
-        p.append(
-            Problem(
-                f,
-                w,
-                "netbios",
-                f"{k.netbios!r} is not a valid NetBIOS domain name; expected 1-15 upper-case letters, digits or '-'",
-            )
-        )
-    seen_host: dict[str, int] = {}
-    seen_idx: dict[int, int] = {}
+
+
+def _endpoint_standard_rules(k, slug, std, f, p) -> None:
     reserved = {f"{kind}{n}" for kind in std.host_kinds for n in range(1, 10)} | set(std.host_kinds)
     client = std.addressing.zones.get("client")
+    room = 2 ** (32 - client.prefix) - 2 - std.addressing.endpoint_first_host if client is not None else None
     for i, ep in enumerate(k.endpoints):
+        if ep is None:
+            continue
         fld = f"endpoints[{i}]"
-        if not HOSTNAME.match(ep.hostname) or len(ep.hostname) > 15:
+        if ep.hostname in reserved:
             p.append(
                 Problem(
                     f,
-                    w,
-                    f"{fld}.hostname",
-                    f"{ep.hostname!r} is not a valid hostname; expected 1-15 lower-case letters, digits or '-' (NetBIOS limit)",
-                )
-            )
-        elif ep.hostname in reserved:
-            p.append(
-                Problem(
-                    f,
-                    w,
+                    slug,
                     f"{fld}.hostname",
                     f"{ep.hostname!r} is reserved for the site's servers; expected another name",
                 )
             )
-        if ep.hostname in seen_host:
-            p.append(
-                Problem(
-                    f,
-                    w,
-                    f"{fld}.hostname",
-                    f"duplicate endpoint hostname {ep.hostname!r} (also endpoints[{seen_host[ep.hostname]}])",
-                )
-            )
-        seen_host.setdefault(ep.hostname, i)
-        if ep.index in seen_idx:
-            p.append(
-                Problem(
-                    f, w, f"{fld}.index", f"duplicate endpoint index {ep.index} (also endpoints[{seen_idx[ep.index]}])"
-                )
-            )
-        seen_idx.setdefault(ep.index, i)
-        if client is not None:
-            room = 2 ** (32 - client.prefix) - 2 - std.addressing.endpoint_first_host
-            if ep.index > room:
-                p.append(Problem(f, w, f"{fld}.index", f"{ep.index} does not fit the client zone; expected 1..{room}"))
+        if room is not None and ep.index > room:
+            p.append(Problem(f, slug, f"{fld}.index", f"{ep.index} does not fit the client zone; expected 1..{room}"))
         if ep.os not in std.endpoints.os:
-            p.append(Problem(f, w, f"{fld}.os", f"unknown OS {ep.os!r}; expected one of {std.endpoints.os}"))
-    return p
+            p.append(Problem(f, slug, f"{fld}.os", f"unknown OS {_shown(ep.os)}; expected one of {std.endpoints.os}"))
+
+
+def _get(obj: Any, fn) -> Any:
+    try:
+        return fn(obj)
+    except AttributeError:  # a field missing from a partially valid file
+        return None
 
 
 def _check_estate(
-    kommunen: dict[str, tuple[schema.KommuneFile, str]], zentral: model.Site | None, std: schema.StandardFile
+    kommunen: dict[str, tuple[schema.KommuneFile, str]],
+    zentral: model.Site | None,
+    std: schema.StandardFile | None,
+    addressing_ok: bool,
 ) -> list[Problem]:
     p: list[Problem] = []
     for fld, key in (
@@ -391,7 +744,9 @@ def _check_estate(
     ):
         groups: dict[Any, list[str]] = defaultdict(list)
         for slug, (k, _f) in kommunen.items():
-            groups[key(k)].append(slug)
+            value = _get(k, key)
+            if value is not None:
+                groups[value].append(slug)
         for value, slugs in groups.items():
             if len(slugs) > 1:
                 for slug in slugs:
@@ -401,28 +756,56 @@ def _check_estate(
                             kommunen[slug][1],
                             slug,
                             fld,
-                            f"duplicate {fld} {value!r} (also used by {others}); expected a unique value",
+                            f"duplicate {fld} {_shown(value)} (also used by {others}); expected a unique value",
                         )
                     )
     slugs_seen: dict[str, str] = {}
     for slug, (k, f) in kommunen.items():
-        if k.slug in slugs_seen and slugs_seen[k.slug] != slug:
-            p.append(Problem(f, slug, "slug", f"duplicate slug {k.slug!r} (also {slugs_seen[k.slug]})"))
-        slugs_seen.setdefault(k.slug, slug)
+        ks = _get(k, lambda k: k.slug)
+        if ks is None:
+            continue
+        if ks in slugs_seen and slugs_seen[ks] != slug:
+            p.append(Problem(f, slug, "slug", f"duplicate slug {_shown(ks)} (also {slugs_seen[ks]})"))
+        slugs_seen.setdefault(ks, slug)
+    # An asset tag names one device of the estate (it is the DHCP reservation key).
+    tags: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    for slug, (k, _f) in kommunen.items():
+        for i, ep in enumerate(_get(k, lambda k: k.endpoints) or []):
+            if ep is not None:
+                tags[ep.asset_tag.upper()].append((slug, i))
+    for uses in tags.values():
+        sites = {s for s, _ in uses}
+        if len(sites) > 1:
+            for slug, i in uses:
+                others = ", ".join(sorted(f"{s} endpoints[{j}]" for s, j in uses if s != slug))
+                tag = kommunen[slug][0].endpoints[i].asset_tag
+                p.append(
+                    Problem(
+                        kommunen[slug][1],
+                        slug,
+                        f"endpoints[{i}].asset_tag",
+                        f"duplicate asset tag {_shown(tag)} (also {others}); expected one tag per device in the estate",
+                    )
+                )
+    if std is None or not addressing_ok:
+        return p
     hi = model.max_net_index(std)
-    blocks = {
-        slug: model.kommune_block(std, k.net_index) for slug, (k, _f) in kommunen.items() if 1 <= k.net_index <= hi
-    }
+    blocks = {}
+    for slug, (k, _f) in kommunen.items():
+        n = _get(k, lambda k: k.net_index)
+        if n is not None and 1 <= n <= hi:
+            blocks[slug] = model.kommune_block(std, n)
     if zentral is not None:
         vpn = zentral.zones.get("vpn")
         for slug, (k, f) in kommunen.items():
-            if vpn is not None and 1 <= k.net_index <= hi and k.net_index > vpn.network.num_addresses - 2:
+            n = _get(k, lambda k: k.net_index)
+            if vpn is not None and n is not None and 1 <= n <= hi and n > vpn.network.num_addresses - 2:
                 p.append(
                     Problem(
                         f,
                         slug,
                         "net_index",
-                        f"{k.net_index} has no tunnel address in the zentral vpn zone {vpn.network}; expected at most {vpn.network.num_addresses - 2}",
+                        f"{n} has no tunnel address in the zentral vpn zone {vpn.network}; expected at most {vpn.network.num_addresses - 2}",
                     )
                 )
         for slug, block in blocks.items():
@@ -437,6 +820,209 @@ def _check_estate(
                         )
                     )
     return p
+
+
+# --- what Ansible reads, and nothing else ----------------------------------------------------
+
+TOP_LEVEL = {
+    "standard.yaml": "the standard",
+    "zentral.yaml": "the central site",
+    "waivers.yaml": "compliance waivers (basisit verify)",
+    "basisit.yml": "the Ansible inventory source",
+    "kommunen": "one file per Kommune",
+    "group_vars": "Ansible group variables",
+    "host_vars": "Ansible host variables",
+}
+PLUGIN_OPTIONS = {"plugin", "inventory_dir", "state_dir"}
+VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+VARS_SUFFIXES = (".yml", ".yaml", ".json")
+
+
+def _group_name(*parts: object) -> str:
+    """As the inventory plugin names groups (plugins/inventory/basisit.py: group_name)."""
+    return re.sub(r"[^a-z0-9_]+", "_", "_".join(str(p) for p in parts).lower()).strip("_")
+
+
+def _known_groups(kommunen: dict, std: schema.StandardFile | None) -> set[str] | None:
+    groups = {"all", "ungrouped", "kommunen", "zentral", "not_realised"} | SITE_ROLES | ZENTRAL_ROLES
+    groups |= set(kommunen)
+    groups |= {_group_name("district", d) for d in SAARLAND_DISTRICTS.values()}
+    groups |= {_group_name("size", s) for s in schema.SIZE_CLASSES}
+    if std is None:
+        return None  # wave groups unknown: do not judge group names
+    groups |= {_group_name("wave", x) for x in std.waves}
+    return groups
+
+
+def _check_vars_dir(root: Path, kind: str, known: set[str] | None, hosts_ok, files: _Files, p: list[Problem]) -> None:
+    base = root / kind
+    if not base.exists():
+        return
+    if not base.is_dir():
+        p.append(Problem(str(base), "-", "-", f"is a file; expected a directory of {kind} files"))
+        return
+    for entry in sorted(base.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        name = entry.name
+        target = name if entry.is_dir() else next((name[: -len(x)] for x in VARS_SUFFIXES if name.endswith(x)), None)
+        if target is None:
+            p.append(
+                Problem(
+                    str(entry),
+                    "-",
+                    "-",
+                    f"Ansible ignores this file; expected {kind}/<name>.yml or {kind}/<name>/*.yml",
+                )
+            )
+            continue
+        if kind == "group_vars" and known is not None and target not in known:
+            p.append(
+                Problem(
+                    str(entry),
+                    "-",
+                    "-",
+                    f"no group {_shown(target)} in the inventory; expected 'all', 'kommunen', 'zentral', a Kommune slug, a role, or district_*/wave_*/size_* groups",
+                )
+            )
+        if kind == "host_vars" and not hosts_ok(target):
+            p.append(
+                Problem(
+                    str(entry),
+                    "-",
+                    "-",
+                    f"no host {_shown(target)} in the inventory; expected <site>-<host>, e.g. nalbach-dc1",
+                )
+            )
+        paths = (
+            [entry]
+            if entry.is_file()
+            else sorted(x for x in entry.rglob("*") if x.is_file() and not x.name.startswith("."))
+        )
+        for path in paths:
+            if path is not entry and not path.name.endswith(VARS_SUFFIXES):
+                p.append(Problem(str(path), "-", "-", "Ansible ignores this file; expected a .yml file"))
+                continue
+            data = files.read(path, "-", p, mapping=False)
+            if data is None:
+                continue
+            for key in data:
+                if not isinstance(key, str) or not VAR_NAME.match(key) or keyword.iskeyword(key):
+                    p.append(
+                        Problem(
+                            str(path),
+                            "-",
+                            _shown(key),
+                            "not a valid Ansible variable name; expected letters, digits and '_'",
+                        )
+                    )
+
+
+def _check_layout(root: Path, kommunen: dict, std: schema.StandardFile | None, files: _Files) -> list[Problem]:
+    """basisit.yml, group_vars/, host_vars/, waivers.yaml (as YAML) and no unknown entries."""
+    p: list[Problem] = []
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith(".") or entry.name in TOP_LEVEL:
+            continue
+        hint = ""
+        if entry.suffix in (".yml", ".yaml") and (root / "kommunen").is_dir():
+            hint = f"; a Kommune file belongs in kommunen/{entry.stem}.yaml"
+        p.append(
+            Problem(
+                str(entry),
+                "-",
+                "-",
+                f"unknown entry in the inventory directory (Ansible would try to parse it){hint}; expected only {', '.join(sorted(TOP_LEVEL))}",
+            )
+        )
+    src = root / "basisit.yml"
+    if src.exists():
+        data = files.read(src, "-", p)
+        if data is not None:
+            for key in data:
+                if key not in PLUGIN_OPTIONS:
+                    p.append(
+                        Problem(
+                            str(src),
+                            "-",
+                            _shown(key),
+                            f"unknown option of the basisit inventory plugin; expected {sorted(PLUGIN_OPTIONS)}",
+                        )
+                    )
+            if data.get("plugin") != "basisit":
+                p.append(
+                    Problem(
+                        str(src),
+                        "-",
+                        "plugin",
+                        f"{_shown(data.get('plugin'))} is not the basisit inventory plugin; expected 'plugin: basisit' (Ansible would find 0 hosts)",
+                    )
+                )
+            inv_dir = data.get("inventory_dir", ".")
+            if not isinstance(inv_dir, str) or (root / inv_dir).resolve() != root.resolve():
+                p.append(
+                    Problem(
+                        str(src),
+                        "-",
+                        "inventory_dir",
+                        f"{_shown(inv_dir)} is not this directory; expected '.' (Ansible would read another inventory than this one)",
+                    )
+                )
+            if "state_dir" in data and not isinstance(data["state_dir"], str):
+                p.append(
+                    Problem(
+                        str(src),
+                        "-",
+                        "state_dir",
+                        f"{_shown(data['state_dir'])} is not a path; expected a directory name",
+                    )
+                )
+    waivers = root / "waivers.yaml"
+    if waivers.exists():
+        files.read(waivers, "-", p, mapping=False)
+    known = _known_groups(kommunen, std)
+    sites = set(kommunen) | {"zentral"}
+
+    def host_ok(name: str) -> bool:
+        return any(name.startswith(s + "-") and len(name) > len(s) + 1 for s in sites)
+
+    _check_vars_dir(root, "group_vars", known, host_ok, files, p)
+    _check_vars_dir(root, "host_vars", known, host_ok, files, p)
+    return p
+
+
+def _kommune_files(kdir: Path, p: list[Problem]) -> list[Path]:
+    """kommunen/<slug>.yaml; anything else there is an error (hidden files are ignored)."""
+    out = []
+    if not kdir.is_dir():
+        p.append(Problem(str(kdir), "-", "-", "directory missing; expected kommunen/<slug>.yaml, one file per Kommune"))
+        return out
+    for path in sorted(kdir.iterdir()):
+        name = path.name
+        if name.startswith("."):
+            continue  # editor swap files, .gitkeep: never a Kommune
+        if path.is_dir():
+            p.append(Problem(str(path), "-", "-", "a directory in kommunen/; expected only kommunen/<slug>.yaml files"))
+        elif name.endswith(".yaml") and path.is_file():
+            out.append(path)
+        elif path.suffix.lower() in (".yml", ".yaml"):
+            p.append(
+                Problem(
+                    str(path), path.stem, "-", f"not read: Kommune files end in '.yaml'; rename it to {path.stem}.yaml"
+                )
+            )
+        else:
+            p.append(
+                Problem(
+                    str(path),
+                    "-",
+                    "-",
+                    "not read: not a Kommune file; expected kommunen/<slug>.yaml (move backups and other files elsewhere)",
+                )
+            )
+    if not out:
+        p.append(Problem(str(kdir), "-", "-", "no Kommune files found; expected kommunen/<slug>.yaml"))
+    return out
 
 
 # --- entry point ---------------------------------------------------------------------------
@@ -457,53 +1043,64 @@ def load_estate(inventory: str | Path) -> model.Estate:
                 )
             ]
         )
+    files = _Files()
     std_path = root / "standard.yaml"
-    raw = _read_yaml(std_path, "standard", problems)
-    std = _parse(schema.StandardFile, raw, std_path, "standard", problems) if raw is not None else None
+    raw = files.read(std_path, "standard", problems)
+    std = (
+        _parse(schema.StandardFile, raw, std_path, "standard", problems, files.bad_fields(std_path))
+        if raw is not None
+        else None
+    )
+    addressing_ok = False
     if std is not None:
-        problems.extend(_check_standard(std, str(std_path)))
-    if problems:
-        # Everything else is judged against the standard: stop here with what we know.
-        raise InventoryError(problems)
+        sp = _check_standard(std, str(std_path)) + _check_standard_rules(std, str(std_path))
+        problems.extend(sp)
+        addressing_ok = not any(x.field.startswith("addressing") for x in sp)
 
     z_path = root / "zentral.yaml"
-    raw = _read_yaml(z_path, "zentral", problems)
-    zfile = _parse(schema.ZentralFile, raw, z_path, "zentral", problems) if raw is not None else None
+    raw = files.read(z_path, "zentral", problems)
+    zfile = (
+        _parse(schema.ZentralFile, raw, z_path, "zentral", problems, files.bad_fields(z_path))
+        if raw is not None
+        else None
+    )
     zentral = None
-    if zfile is not None:
+    if zfile is not None and std is not None:
         zp = _check_zentral(zfile, std, str(z_path), str(std_path))
         problems.extend(zp)
-        if not zp:
+        if not zp and addressing_ok:
             zentral = model.derive_zentral(zfile, std.addressing.gateway_host)
 
-    kdir = root / "kommunen"
-    files = sorted(kdir.glob("*.yaml")) if kdir.is_dir() else []
-    if not files:
-        problems.append(Problem(str(kdir), "-", "-", "no Kommune files found; expected kommunen/<slug>.yaml"))
     kommunen: dict[str, tuple[schema.KommuneFile, str]] = {}
-    for path in files:
+    complete: set[str] = set()
+    for path in _kommune_files(root / "kommunen", problems):
         slug = path.stem
-        raw = _read_yaml(path, slug, problems)
+        raw = files.read(path, slug, problems)
         if raw is None:
             continue
-        k = _parse(schema.KommuneFile, raw, path, slug, problems)
+        before = len(problems)
+        k = _parse(schema.KommuneFile, raw, path, slug, problems, files.bad_fields(path))
+        if k is not None and len(problems) == before and not files.bad_fields(path):
+            complete.add(slug)
         if k is None:
-            continue
-        kp = _check_kommune(k, slug, std, str(path))
-        problems.extend(kp)
+            k = _partial_kommune(raw)  # still check what is there
+        problems.extend(_kommune_own_rules(k, slug, str(path)))
+        if std is not None:
+            problems.extend(_kommune_standard_rules(k, slug, std, str(path), addressing_ok))
         kommunen[slug] = (k, str(path))
-    problems.extend(_check_estate(kommunen, zentral, std))
-    if problems or zentral is None:
-        raise InventoryError(problems)
+    problems.extend(_check_estate(kommunen, zentral, std, addressing_ok))
+    problems.extend(_check_layout(root, kommunen, std, files))
+    if problems or zentral is None or std is None:
+        raise InventoryError(files.with_lines(problems))
 
     sites = {}
     for slug, (k, f) in sorted(kommunen.items()):
         try:
             sites[slug] = model.derive_kommune(std, zentral, k)
         except (ValueError, KeyError) as e:
-            problems.append(Problem(f, slug, "-", f"cannot derive the site: {e}"))
+            problems.append(Problem(f, slug, "-", f"cannot derive the site: {_shown(str(e))}"))
     if problems:
-        raise InventoryError(problems)
+        raise InventoryError(files.with_lines(problems))
     # Overlaps between derived networks (catches a standard whose zones escape the block).
     nets = [(s.slug, z.name, z.network) for s in [zentral, *sites.values()] for z in s.zones.values()]
     nets.sort(key=lambda t: (int(t[2].network_address), t[2].prefixlen))
@@ -514,7 +1111,7 @@ def load_estate(inventory: str | Path) -> model.Estate:
                 Problem(f, s2, f"zones.{z2}", f"{n2} overlaps {s1} zone {z1} ({n1}); expected disjoint networks")
             )
     if problems:
-        raise InventoryError(problems)
+        raise InventoryError(files.with_lines(problems))
     return model.Estate(standard=std, zentral=zentral, kommunen=sites, sources={s: kommunen[s][1] for s in sites})
 
 

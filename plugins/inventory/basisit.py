@@ -81,7 +81,11 @@ class InventoryModule(BaseInventoryPlugin):
         try:
             estate = load_estate(inv_dir)
         except InventoryError as e:
-            raise AnsibleParserError(e.report()) from None
+            # Fails the run (ansible.cfg: any_unparsed_is_failed), never 0 hosts and a warning.
+            raise AnsibleParserError(
+                f"basisit inventory {inv_dir} is invalid; nothing was loaded. "
+                f"Run `basisit inventory validate --inventory {inv_dir}` to list every error:\n{e.report()}"
+            ) from None
         self._populate(estate, state)
 
     def _populate(self, estate, state: str) -> None:
