@@ -99,12 +99,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.suite}: no such test suite directory")
     state = sitefacts.state_dir(args.state)
     try:
-        unrealised = [s for s in slugs if sitefacts.read(state, s) is None]
+        unrealised = [s for s in slugs if sitefacts.read(state, s, estate) is None]
+        zentral_missing = args.check_zentral and sitefacts.read(state, "zentral", estate) is None
     except sitefacts.FactsError as e:
         print(f"basisit: {e}", file=sys.stderr)
         return EXIT_INPUT
     named = set(args.kommune or [])
-    if args.check_zentral and sitefacts.read(state, "zentral") is None:
+    if zentral_missing:
         unrealised.append("zentral")
         if args.zentral:
             named.add("zentral")
@@ -127,10 +128,14 @@ def run(args, estate, state: Path, slugs: list[str], waiver_list: list[wv.Waiver
     started = dt.datetime.now(dt.UTC)
     run_id = started.strftime("%Y%m%dT%H%M%S") + f"{started.microsecond // 1000:03d}Z"
     run_dir = state / "reports" / "runs" / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
 
-    hosts = targets.hosts_of(estate, state, slugs, check_zentral=getattr(args, "check_zentral", False))
+    try:
+        hosts = targets.hosts_of(estate, state, slugs, check_zentral=getattr(args, "check_zentral", False))
+    except sitefacts.FactsError as e:  # another site's facts (cross-site checks reach its hosts too)
+        print(f"basisit: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    run_dir.mkdir(parents=True, exist_ok=True)
     config = targets.write_ssh_config(hosts, state, args.connect_timeout)
     targets.probe_all(hosts, config, jobs=16, connect_timeout=args.connect_timeout)
     for h in hosts:

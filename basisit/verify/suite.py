@@ -84,7 +84,7 @@ def context() -> dict:
     inv = Path(os.environ.get("BASISIT_INVENTORY", ROOT / "inventory"))
     state = sitefacts.state_dir(None)
     estate = load_estate(inv)
-    slugs = [s for s in estate.kommunen if sitefacts.read(state, s) is not None]
+    slugs = [s for s in estate.kommunen if sitefacts.read(state, s, estate) is not None]
     hosts = tg.hosts_of(estate, state, slugs)
     cfg = tg.write_ssh_config(hosts, state)
     return {

@@ -151,9 +151,10 @@ def hosts_of(estate: Estate, state: Path, slugs: list[str], check_zentral: bool 
     """The realised hosts of the selected Kommunen, plus every other realised site's hosts as
     probe sources and destinations for cross-site checks (`check=False`).
 
-    Raises NotRealised naming every selected Kommune without site facts.
+    Raises NotRealised naming every selected Kommune without site facts, and sitefacts.FactsError
+    (naming file and field) for facts that do not match the model or carry ssh options not allowed.
     """
-    missing = [s for s in slugs if sitefacts.read(state, s) is None]
+    missing = [s for s in slugs if sitefacts.read(state, s, estate) is None]
     if missing:
         raise NotRealised(
             f"{', '.join(missing)}: not realised (no site facts in {sitefacts.facts_dir(state)}); "
@@ -162,7 +163,7 @@ def hosts_of(estate: Estate, state: Path, slugs: list[str], check_zentral: bool 
     out: list[Host] = []
     others = [s.slug for s in estate.sites if s.slug not in slugs]
     for slug in [*slugs, *others]:
-        doc = sitefacts.read(state, slug)
+        doc = sitefacts.read(state, slug, estate)  # facts are input: checked against the model
         if doc is None:
             continue
         site = estate.site(slug)

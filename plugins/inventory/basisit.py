@@ -115,7 +115,8 @@ class InventoryModule(BaseInventoryPlugin):
         inv.set_variable("all", "basisit_state_dir", state)
         for site in estate.sites:
             try:
-                facts = sitefacts.read(Path(state), site.slug)
+                # Facts are input: checked against the model (addresses, ssh options) before any reach ssh.
+                facts = sitefacts.read(Path(state), site.slug, estate)
             except sitefacts.FactsError as e:
                 raise AnsibleParserError(str(e)) from None
             if site.is_zentral:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, edit
 
 from basisit import sitefacts
 from basisit.validate import load_estate
@@ -72,14 +72,18 @@ def test_groups_per_district_role_size_and_zentral(planned):
 def test_ansible_host_comes_from_site_facts(tmp_path):
     site = load_estate(ROOT / "inventory").kommunen["nalbach"]
     hosts = {
-        "nalbach-gw": {"roles": ["gateway"], "addresses": {"management": "10.160.168.1"}, "ansible_host": "192.0.2.50"},
+        "nalbach-gw": {
+            "roles": ["gateway"],
+            "addresses": {"management": "10.160.168.1"},
+            "ansible_host": "10.160.168.2",
+        },
         "nalbach-dc1": {"roles": ["ad_dc"], "addresses": {"server": "10.160.168.74"}, "ansible_host": "10.160.168.74"},
     }
     ssh = {"user": "root", "private_key_file": "/k/id", "known_hosts_file": "/k/kh"}
     sitefacts.write(tmp_path, sitefacts.build(site, "lab", 1, hosts, ssh))
     data = inventory_list(tmp_path)
     hv = data["_meta"]["hostvars"]
-    assert hv["nalbach-gw"]["ansible_host"] == "192.0.2.50"
+    assert hv["nalbach-gw"]["ansible_host"] == "10.160.168.2"
     assert hv["nalbach-gw"]["ansible_ssh_private_key_file"] == "/k/id"
     assert "UserKnownHostsFile=/k/kh" in hv["nalbach-gw"]["ansible_ssh_common_args"]
     assert hv["nalbach-gw"]["basisit_backend"] == "lab"
@@ -96,7 +100,23 @@ def test_invalid_inventory_fails_with_the_report(tmp_path, inv):
     p = subprocess.run(
         [ANSIBLE_INVENTORY, "-i", inv / "basisit.yml", "--list"], cwd=ROOT, env=env, capture_output=True, text=True
     )
+    assert p.returncode != 0  # the run fails: never 0 hosts and a warning
     assert "[nalbach] -: YAML syntax error at line 2" in p.stderr
+    assert "basisit inventory validate" in p.stderr
+    assert "nalbach" not in p.stdout
+
+
+def test_invalid_inventory_fails_a_directory_source_too(tmp_path, inv):
+    """`-i inventory` (the directory, as the README shows) fails as well, for a rule error."""
+    edit(inv / "kommunen" / "nalbach.yaml", lambda d: d.update(ad_domain="nalbach.example.org"))
+    (inv / "basisit.yml").write_text("plugin: basisit\n", encoding="utf-8")
+    env = {**os.environ, "BASISIT_STATE": str(tmp_path), "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
+    p = subprocess.run(
+        [ANSIBLE_INVENTORY, "-i", inv, "--graph"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert p.returncode != 0
+    assert "[nalbach] ad_domain:" in p.stderr and "basisit inventory validate --inventory" in p.stderr
+    assert "@kommunen" not in p.stdout
 
 
 def test_the_vpn_hub_knows_every_kommune_gateway_as_a_peer(planned):

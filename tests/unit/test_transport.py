@@ -10,7 +10,7 @@ dashboard), never a failed check. No sshd runs here, so:
   runs a tiny suite against a host that refuses SSH (real ssh) and a host reached through an
   `ssh` on PATH that drops the first connection the way ssh does under load (exit 255, no
   output) and then runs the command locally;
-- `basisit verify` runs end to end against hosts that refuse SSH: exit 3, every check unreachable.
+- `basisit verify` runs end to end against hosts that do not answer SSH: exit 3, every check unreachable.
 """
 
 from __future__ import annotations
