@@ -912,8 +912,8 @@ def _check_vars_dir(root: Path, kind: str, known: set[str] | None, hosts_ok, fil
                         Problem(
                             str(path),
                             "-",
-                            _shown(key),
-                            "not a valid Ansible variable name; expected letters, digits and '_'",
+                            str(key)[:60],
+                            f"{_shown(key)} is not a valid Ansible variable name; expected letters, digits and '_'",
                         )
                     )
 
@@ -945,8 +945,8 @@ def _check_layout(root: Path, kommunen: dict, std: schema.StandardFile | None, f
                         Problem(
                             str(src),
                             "-",
-                            _shown(key),
-                            f"unknown option of the basisit inventory plugin; expected {sorted(PLUGIN_OPTIONS)}",
+                            str(key)[:60],
+                            f"unknown option {_shown(key)} of the basisit inventory plugin; expected {sorted(PLUGIN_OPTIONS)}",
                         )
                     )
             if data.get("plugin") != "basisit":
