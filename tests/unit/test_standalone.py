@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,18 @@ def test_relative_links_resolve_inside_the_repository(doc: Path):
         elif not resolved.exists():
             bad.append(f"{doc.name}:{n}: {target} does not exist")
     assert not bad, "\n".join(bad)
+
+
+def test_pytest_tests_collects_every_suite():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    p = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "tests"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    suites = {line.split("/")[1] for line in p.stdout.splitlines() if line.startswith("tests/") and "::" in line}
+    assert suites == {"unit", "lab", "compliance"}, p.stdout[-3000:]
