@@ -11,6 +11,9 @@
   skipped); the host is then marked unreachable for the run's other workers;
 - `reachable` (autouse): a check whose target the probe (or a worker) found unreachable is
   reported unreachable at once, without running;
+- verify never reads private keys: a command that would (`wg show … dump|private-key`,
+  `wg showconf`, `cat` of a key file or of /etc/wireguard/) is refused before it runs
+  (`reads_private_key`), and a unit test keeps such commands out of tests/compliance;
 - `gate(items, landed)`: checks whose role feature has not landed are skipped as "gated:";
 - helpers reading effective state: `sshd_effective`, `tcp_probe`, `udp_dns_probe`;
 - `secret(kommune, name)` and `run_with_secret`: a credential from the state directory, handed
@@ -147,6 +150,28 @@ def gate(items: list[pytest.Item], landed: set[str], roles_dir: Path = ROOT / "r
                 break
 
 
+# Commands that print private key material: WireGuard's dump/private-key/showconf, and file
+# readers pointed at key files (testinfra's File.content is `cat -- PATH`).
+PRIVATE_KEY_READ = re.compile(
+    r"\bwg\s+(show\b[^;|&]*\b(dump|private-key|preshared-keys)\b|showconf\b)"
+    r"|\b(cat|head|tail|less|more|base64|xxd|od|strings|grep|sed|awk|cp|dd|tar)\b[^;|&]*"
+    r"(/etc/wireguard/|ssh_host_\w+_key(?!\.pub)\b|\bid_(rsa|ecdsa|ed25519)(?!\.pub)\b|private[_-]?key|\.key\b"
+    r"|/etc/ssl/private/)",
+    re.IGNORECASE,
+)
+
+
+def reads_private_key(command: str) -> str:
+    """The part of `command` that would read private key material, or ''."""
+    m = PRIVATE_KEY_READ.search(command)
+    return m.group(0) if m else ""
+
+
+def _refuse_key_reads(command: str) -> None:
+    if found := reads_private_key(command):
+        pytest.fail(f"refused: {command!r} would read a private key ({found!r}); verify never reads private keys")
+
+
 _hosts: dict[str, testinfra.host.Host] = {}
 _down: dict[str, str] = {}  # hosts found unreachable in this process (a direct pytest run has no run dir)
 
@@ -192,10 +217,13 @@ def _transport_aware(name: str, h: testinfra.host.Host) -> testinfra.host.Host:
     backend = h.backend
 
     def run(command, *args, **kwargs):
-        plugin.record_command(backend.get_command(command, *args))
+        cmd = backend.get_command(command, *args)
+        _refuse_key_reads(cmd)  # before it is recorded: a refused command is no reproduce hint
+        plugin.record_command(cmd)
         return orig(command, *args, **kwargs)
 
     def run_ssh(command: str):
+        _refuse_key_reads(command)
         if reason := unreachable_reason(name):
             raise tg.Unreachable(name, reason.removeprefix(f"{name}: "))
         cmd, cmd_args = backend._build_ssh_command(command)
@@ -236,6 +264,7 @@ def run_with_secret(name: str, command: str, secret: str, timeout: float = 60) -
     report's reproduce line names the command and says where its stdin comes from.
     """
     connect(name)  # raises Unreachable at once for a host known unreachable
+    _refuse_key_reads(command)
     plugin.record_command(f"{command}  # stdin: the secret, from the state directory")
     cmd = ["ssh", "-F", context()["ssh_config"], name, command]
     try:

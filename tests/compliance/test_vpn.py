@@ -1,6 +1,7 @@
 """The WireGuard tunnel from every site gateway to the zentral hub (roles gateway/vpn, vpn_hub).
 
-Read from the running interfaces (`wg show <if> dump`), and proven by traffic: the gateway pings
+Read from the running interfaces (`wg show <if> endpoints|allowed-ips|latest-handshakes`, never
+`dump` or `private-key`: verify reads no private key), and proven by traffic: the gateway pings
 the hub's tunnel address through the tunnel.
 """
 
@@ -19,20 +20,25 @@ HANDSHAKE_MAX_AGE = 300  # s; with a 25 s keepalive WireGuard renews the session
 CONTROLS = ("gs:NET.1.1.A4", "wiba:Netze")  # zones joined only through the encrypted tunnel
 
 
-def peers(h) -> dict[str, dict]:
-    """`wg show IFACE dump`: {public key: {endpoint, allowed_ips, handshake_age}} (age None: never)."""
-    out = h.run("wg show %s dump", IFACE)
+def _wg(h, what: str) -> dict[str, str]:
+    """`wg show IFACE <what>`: {peer public key: value}. Never `dump`: it prints the private key."""
+    out = h.run("wg show %s %s", IFACE, what)
     assert out.rc == 0, f"no WireGuard interface {IFACE}: {out.stderr.strip()}"
+    return dict(line.split("\t", 1) for line in out.stdout.splitlines() if "\t" in line)
+
+
+def peers(h) -> dict[str, dict]:
+    """{public key: {endpoint, allowed_ips, handshake_age}} of IFACE's peers (age None: never)."""
+    endpoints, allowed = _wg(h, "endpoints"), _wg(h, "allowed-ips")
     now = time.time()
-    found = {}
-    for line in out.stdout.splitlines()[1:]:  # the first line is the interface itself
-        pub, _psk, endpoint, allowed, handshake, *_ = line.split("\t")
-        found[pub] = {
-            "endpoint": endpoint,
-            "allowed_ips": set(allowed.split(",")) - {"(none)"},
-            "handshake_age": now - int(handshake) if int(handshake) else None,
+    return {
+        pub: {
+            "endpoint": endpoints.get(pub, "(none)"),
+            "allowed_ips": set(allowed.get(pub, "").replace(",", " ").split()) - {"(none)"},
+            "handshake_age": now - int(hs) if int(hs) else None,
         }
-    return found
+        for pub, hs in _wg(h, "latest-handshakes").items()
+    }
 
 
 def hub():

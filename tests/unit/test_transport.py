@@ -174,6 +174,11 @@ def test_echo(host):
 @pytest.mark.controls("gs:SYS.1.3.A10")
 def test_command_exits_255_by_itself(host):
     assert host.run("exit 255").rc == 255
+
+
+@pytest.mark.controls("gs:NET.1.1.A4")
+def test_reads_a_private_key(host):
+    assert host.file("/etc/wireguard/wg0.conf").content_string
 """
 
 
@@ -249,7 +254,7 @@ def suite_run(tmp_path_factory):
 def test_suite_host_that_refuses_ssh_is_unreachable_not_failed(suite_run):
     p, recs, run_dir, _ = suite_run
     down = {k: r for k, r in recs.items() if k[1] == "down-gw"}
-    assert len(down) == 3 and {r["outcome"] for r in down.values()} == {"unreachable"}
+    assert len(down) == 4 and {r["outcome"] for r in down.values()} == {"unreachable"}
     assert all("Connection refused" in r["message"] and "(retried once)" in r["message"] for r in down.values())
     assert "down-gw" in targets.marked_unreachable(run_dir)  # the run's other workers skip it
     assert p.returncode != 0  # a direct pytest run never passes an unreachable host
@@ -261,8 +266,18 @@ def test_suite_host_that_refuses_ssh_is_unreachable_not_failed(suite_run):
 def test_suite_first_connection_dropped_then_checks_pass(suite_run):
     _p, recs, _run_dir, count = suite_run
     flaky = {k[0]: r for k, r in recs.items() if k[1] == "flaky-gw"}
+    flaky.pop("test_reads_a_private_key")  # refused: see below
     assert {r["outcome"] for r in flaky.values()} == {"passed"}, flaky
     assert int(count.read_text()) >= 4  # the dropped connection was retried
+
+
+@needs_ssh
+def test_suite_refuses_a_command_that_reads_a_private_key(suite_run):
+    """Verify never reads private keys: the command is refused before it runs (a failing check)."""
+    _p, recs, _run_dir, _count = suite_run
+    key = recs[("test_reads_a_private_key", "flaky-gw")]
+    assert key["outcome"] == "failed" and "refused: " in key["message"] and "private key" in key["message"]
+    assert not any("/etc/wireguard" in c for c in key["commands"])  # never sent to the host
 
 
 # --- basisit verify end to end ----------------------------------------------------------------

@@ -6,6 +6,7 @@ basisit plugin against testinfra's local backend; nothing of basisit is mocked.
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import json
 import subprocess
@@ -445,3 +446,63 @@ def test_checks_without_targets_are_no_results(tmp_path):
         timeout=60,
     )
     assert json.loads(out.read_text(encoding="utf-8"))["records"] == []
+
+
+# --- verify never reads private keys ----------------------------------------------------------
+
+WG_KEY_SUBCOMMANDS = {"dump", "private-key", "preshared-keys", "showconf"}
+
+
+def _strings(tree: ast.AST) -> list[tuple[int, str]]:
+    """Every string constant of a module except docstrings, with its line."""
+    docs = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                docs.add(id(first.value))
+    return [
+        (n.lineno, n.value)
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs
+    ]
+
+
+def test_no_compliance_check_reads_a_private_key():
+    """Contract: no check in tests/compliance runs `wg show … dump|private-key`, `wg showconf`,
+    or reads a key file (the suite also refuses such commands at run time)."""
+    from basisit.verify.suite import reads_private_key
+
+    found = []
+    modules = sorted((ROOT / "tests" / "compliance").glob("*.py"))
+    assert len(modules) > 5
+    for path in modules:
+        for line, s in _strings(ast.parse(path.read_text(encoding="utf-8"))):
+            if reads_private_key(s) or s.strip() in WG_KEY_SUBCOMMANDS:
+                found.append(f"{path.relative_to(ROOT)}:{line}: {s!r}")
+    assert not found, "checks that would read private keys:\n" + "\n".join(found)
+
+
+@pytest.mark.parametrize(
+    ("command", "refused"),
+    [
+        ("wg show wg0 dump", True),
+        ("wg show wg0 private-key", True),
+        ("wg showconf wg0", True),
+        ("cat -- /etc/wireguard/wg0.conf", True),
+        ("cat /etc/ssh/ssh_host_ed25519_key", True),
+        ("base64 /root/.ssh/id_ed25519", True),
+        ("grep PrivateKey /etc/systemd/network/wg0.netdev", True),
+        ("wg show wg0 public-key", False),
+        ("wg show wg0 latest-handshakes", False),
+        ("wg show wg0 endpoints", False),
+        ("cat /etc/ssh/ssh_host_ed25519_key.pub", False),
+        ("stat -c %a /etc/wireguard/wg0.conf", False),
+        ("apt-config dump", False),
+        ("sshd -T", False),
+    ],
+)
+def test_private_key_reads_are_recognised(command, refused):
+    from basisit.verify.suite import reads_private_key
+
+    assert bool(reads_private_key(command)) is refused
