@@ -121,10 +121,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"not realised, left out: {', '.join(unrealised)}")
     slugs = [s for s in slugs if s not in unrealised]
     args.check_zentral = args.check_zentral and "zentral" not in unrealised
-    return run(args, estate, state, slugs, waiver_list)
+    with targets.run_lock(state) as alone:
+        return run(args, estate, state, slugs, waiver_list, alone)
 
 
-def run(args, estate, state: Path, slugs: list[str], waiver_list: list[wv.Waiver]) -> int:
+def run(args, estate, state: Path, slugs: list[str], waiver_list: list[wv.Waiver], alone=lambda: True) -> int:
     started = dt.datetime.now(dt.UTC)
     run_id = started.strftime("%Y%m%dT%H%M%S") + f"{started.microsecond // 1000:03d}Z"
     run_dir = state / "reports" / "runs" / run_id
@@ -180,7 +181,8 @@ def run(args, estate, state: Path, slugs: list[str], waiver_list: list[wv.Waiver
         fh.write("$ " + " ".join(cmd) + "\n")
         fh.flush()
         rc = subprocess.call(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    targets.stop_masters([h for h in hosts if h.reachable], config)
+    if alone():  # another verify on this state directory may still use the master connections
+        targets.stop_masters([h for h in hosts if h.reachable], config)
     for name, reason in targets.marked_unreachable(run_dir).items():  # hosts that stopped answering mid-run
         for h in hosts:
             if h.name == name and h.reachable is not False:

@@ -15,6 +15,7 @@ twice in a row from a host that answers `true` is the remote command's own exit 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -22,8 +23,9 @@ import re
 import shlex
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -246,9 +248,37 @@ def write_ssh_config(hosts: list[Host], state: Path, connect_timeout: int = CONN
     cd = control_dir(state)
     cd.mkdir(parents=True, exist_ok=True, mode=0o700)
     p = d / "ssh_config"
-    p.write_text(ssh_config(hosts, state, connect_timeout), encoding="utf-8")
-    p.chmod(0o600)
+    # Atomically: a verify running at the same time reads this file for every ssh it starts.
+    tmp = d / f".ssh_config.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(ssh_config(hosts, state, connect_timeout))
+    os.replace(tmp, p)
     return p
+
+
+@contextmanager
+def run_lock(state: Path) -> Iterator[Callable[[], bool]]:
+    """Held (shared) for the whole of a verify run on this state directory. Yields `alone()`, for
+    the end of the run: True when no other run holds it (only then may this run close the shared
+    master connections; a run at the same time still uses them). flock converts the lock
+    non-atomically, so `alone()` is asked once, when the run no longer needs the connections."""
+    d = verify_dir(state)
+    d.mkdir(parents=True, exist_ok=True)
+    fd = os.open(d / "run.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+
+        def alone() -> bool:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            return True
+
+        yield alone
+    finally:
+        os.close(fd)
 
 
 def ssh_true(name: str, config: Path, connect_timeout: int = CONNECT_TIMEOUT) -> subprocess.CompletedProcess:

@@ -339,3 +339,29 @@ def test_history_migrates_a_database_without_unreachable(tmp_path):
     assert [x["state"] for x in history.results_of(db, "a", "nalbach")] == ["pass"]
     assert [x["state"] for x in history.results_of(db, "b", "nalbach")] == ["unreachable"]
     assert history.latest(db)["nalbach"]["unreachable"] == 1
+
+
+def test_a_run_closes_the_shared_masters_only_when_alone(tmp_path):
+    """Two verify runs on one state directory share the master connections: the one that ends
+    first must not close them under the other (that was a source of 255s under load)."""
+    second = targets.run_lock(tmp_path)
+    with targets.run_lock(tmp_path) as first_alone:
+        second_alone = second.__enter__()
+        assert not first_alone()  # the first run ends while the second still runs: masters stay
+    assert second_alone()  # the second ends alone: it closes them
+    second.__exit__(None, None, None)
+
+
+def test_ssh_config_is_replaced_atomically(tmp_path):
+    from test_verify_cli import fake_facts
+
+    from basisit.validate import load_estate
+
+    fake_facts(tmp_path, "nalbach")
+    hosts = targets.hosts_of(load_estate(ROOT / "inventory"), tmp_path, ["nalbach"])
+    p = targets.write_ssh_config(hosts, tmp_path, 3)
+    inode = p.stat().st_ino
+    p2 = targets.write_ssh_config(hosts, tmp_path, 4)
+    assert p2 == p and p.stat().st_ino != inode and (p.stat().st_mode & 0o777) == 0o600
+    assert "ConnectTimeout 4" in p.read_text(encoding="utf-8")
+    assert [x.name for x in p.parent.iterdir() if x.name.startswith(".ssh_config")] == []
