@@ -53,7 +53,8 @@ class Problem:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: [{self.kommune}] {self.field}: {self.message}"
+        field = self.field if len(self.field) <= 80 else self.field[:77] + "..."  # a key may be huge
+        return f"{where}: [{self.kommune}] {field}: {self.message}"
 
 
 class InventoryError(Exception):

@@ -271,6 +271,7 @@ def test_oversized_file_is_refused(inv, validate):
 
 def test_long_values_are_truncated_in_messages(inv, validate):
     edit(inv / "kommunen" / "nalbach.yaml", lambda d: d.update(netbios="N" * 50_000, colour="x" * 50_000))
+    edit(inv / "kommunen" / "tholey.yaml", lambda d: d.update({"k" * 50_000: 1, "wave": "w" * 50_000}))
     lines = validate()
     assert lines and all(len(ln) < 400 for ln in lines)
 
@@ -348,3 +349,12 @@ def test_every_command_takes_the_global_options_after_it():
         assert (str(args.inventory), args.state) == ("/i", "/s"), argv
         args = parser.parse_args(["--inventory", "/j", "--state", "/t", *argv])
         assert (str(args.inventory), args.state) == ("/j", "/t"), argv
+
+
+def test_waivers_file_is_checked_too(inv, validate, run):
+    path = inv / "waivers.yaml"
+    path.write_text("waivers: []\nwaivers: []\n", encoding="utf-8")
+    one(validate(), path, 2, "-", "waivers", "duplicate key 'waivers'")
+    path.write_text("waivers:\n  - {id: gs:SYS.1.3.A8, scope: {kommune: nalbach}, expires: soon}\n", encoding="utf-8")
+    rc, out, err = run("--inventory", inv, "inventory", "validate")
+    assert rc == 2 and out == "" and "justification" in err and "Traceback" not in err
