@@ -209,3 +209,41 @@ def test_pages_in_headless_chromium(site_dir, tmp_path):
             url.as_uri(), tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,1600", "--hide-scrollbars"
         )
         assert shot.exists() and shot.stat().st_size > 10_000, p.stderr[-2000:]
+
+
+def test_unreachable_kommune_has_its_own_state(tmp_path):
+    """A Kommune whose latest run could not reach a host: *unreachable* (not verified, not failing)."""
+    estate = load_estate(ROOT / "inventory")
+    state = tmp_path / "state"
+    db = history.path_in(state)
+    run = {"selection": ["bexbach", "nalbach"], "exit_status": 3, "report_dir": "/x", "finished": "x"}
+    down = [
+        results.Result(
+            f"tests/compliance/test_base.py::test_p{i}[bexbach-dc1]",
+            "test_base::test_p",
+            "bexbach-dc1",
+            "bexbach",
+            ["gs:SYS.1.3.A8"],
+            "unreachable",
+            message="bexbach-dc1: unreachable over ssh at 10.160.212.74: Connection timed out (retried once)",
+        )
+        for i in range(7)
+    ]
+    history.append(
+        db,
+        run | {"id": "a", "started": "2026-11-20T01:30:00+00:00"},
+        _results("bexbach", "bexbach-gw", 0, 5) + down + _results("nalbach", "nalbach-gw", 0, 5),
+    )
+    out = state / "reports" / "dashboard"
+    dashboard.render(estate, state, out, [], TODAY)
+    html = (out / "index.html").read_text(encoding="utf-8")
+    row = re.search(r'<tr id="k-bexbach">.*?</tr>', html, re.S).group(0)
+    assert '<span class="pill unreachable">unreachable</span>' in row and ">7</td>" in row
+    assert re.search(r'<tr id="k-nalbach">.*?pill verified', html, re.S)
+    data = dashboard.build(estate, state, [], TODAY)
+    assert data["verified_ok"] == 1  # nalbach; bexbach is not verified while a host is unreachable
+    assert data["adoption"][-1]["percent"] == round(100.0 / len(estate.kommunen), 1)
+    page = (out / "kommune" / "bexbach.html").read_text(encoding="utf-8")
+    assert "Unreachable hosts (1)" in page and "Connection timed out (retried once)" in page
+    assert "7 unreachable" in page and "Nothing failed in the latest run, but not every host answered" in page
+    assert "Failing checks (0)" in page
