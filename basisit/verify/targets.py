@@ -8,9 +8,9 @@ check of the run.
 
 Transport errors are not findings. OpenSSH exits 255 for its own errors (and, rarely, when the
 remote command does). `probe` and `retry_transport` try once more after a 255 or a timeout;
-when the retry fails the same way and ssh's stderr names a connection error, or a `true` over the
-same connection fails too, the host is *unreachable* (`Unreachable`), never a failed check. A 255
-twice in a row from a host that answers `true` is the remote command's own exit status.
+when the retry fails the same way and a `true` over the same connection fails too, the host is
+*unreachable* (`Unreachable`, with ssh's error line), never a failed check. A 255 twice in a row
+from a host that answers `true` is the remote command's own exit status.
 """
 
 from __future__ import annotations
@@ -84,9 +84,10 @@ def retry_transport(
 ):
     """Run `run()`; after a transport failure (exit 255, or a timeout) run it once more.
 
-    Returns the first result that is not a transport failure. Raises Unreachable when the retry
-    failed too and either ssh's stderr names a connection error or `probe()` (a `true` over the
-    same connection) fails; a 255 twice from a host that answers is the command's own result.
+    Returns the first result that is not a transport failure. When the retry failed too,
+    `probe()` (a `true` over the same connection) decides: it fails, the host is unreachable
+    (Unreachable, with ssh's error line); it succeeds, the 255 was the command's own (a check may
+    run a client that exits 255 itself, e.g. an ssh from the host) and is its result.
     """
     last, result = "", None
     for _attempt in (1, 2):
@@ -100,7 +101,7 @@ def retry_transport(
         if rc(result) != SSH_FAILED:
             return result
         last = ssh_error(stderr(result)) or f"ssh exited with status {SSH_FAILED} and no message"
-    if result is not None and not ssh_error(stderr(result)) and probe():
+    if result is not None and probe():  # the host answers: the command's own 255 (e.g. an ssh it ran)
         return result
     raise Unreachable(host, f"unreachable over ssh: {last} (retried once)")
 

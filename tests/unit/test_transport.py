@@ -86,6 +86,15 @@ def test_remote_commands_own_255_is_its_result():
     assert r.returncode == 255 and len(calls) == 2 and len(probes) == 1
 
 
+def test_ssh_like_255_from_a_host_that_answers_is_the_commands_own():
+    """A check may run a client that exits 255 itself (an ssh from the host): not a transport error."""
+    script = "echo 'ssh: connect to host 10.160.0.10 port 22: Connection refused' >&2; exit 255"
+    run, calls = runner(["sh", "-c", script], ["sh", "-c", script])
+    probe, probes = probe_of(ok=True)
+    r = targets.retry_transport(run, probe, "nalbach-gw")
+    assert r.returncode == 255 and "Connection refused" in r.stderr and len(calls) == 2 and len(probes) == 1
+
+
 def test_other_exit_status_is_returned_at_once():
     run, calls = runner(["sh", "-c", "echo finding >&2; exit 1"])
     probe, probes = probe_of(ok=False)
