@@ -166,7 +166,7 @@ def _resolve(value: str) -> str:
     return _STR
 
 
-def load_text(text: str, max_depth: int = MAX_DEPTH) -> Loaded:
+def load_text(text: str, max_depth: int = MAX_DEPTH, string_tags: frozenset[str] = frozenset()) -> Loaded:
     """Parse one YAML document from text; see the module docstring for what is refused.
 
     The loop is the hot path of `basisit inventory validate` (a 10 MB file is ~1.2 M events):
@@ -254,8 +254,8 @@ def load_text(text: str, max_depth: int = MAX_DEPTH) -> Loaded:
                         place(value, line)  # quoted: a string
                         continue
                 is_key = bool(stack) and stack[-1][2] and stack[-1][3] is nokey
-                if tag == _STR:
-                    place(value, line)
+                if tag == _STR or (tag in string_tags and not is_key):
+                    place(value, line)  # string_tags: e.g. Ansible's !vault and !unsafe in group_vars
                     continue
                 path = path_here()
                 if is_key and tag == TAG + "merge":
@@ -350,7 +350,7 @@ _NOKEY = _BadValue()  # a mapping waiting for its next key
 _BAD_PENDING = _BadValue()  # a complex key being skipped
 
 
-def load_file(path: Path, max_bytes: int = MAX_BYTES) -> Loaded:
+def load_file(path: Path, max_bytes: int = MAX_BYTES, string_tags: frozenset[str] = frozenset()) -> Loaded:
     """Read and parse a file; unreadable, oversized or non-UTF-8 files are problems, not exceptions."""
     out = Loaded()
     try:
@@ -381,4 +381,4 @@ def load_file(path: Path, max_bytes: int = MAX_BYTES) -> Loaded:
             LoadProblem(line, "-", f"byte 0x{raw[e.start]:02x} at line {line} is not UTF-8; expected a UTF-8 text file")
         )
         return out
-    return load_text(text)
+    return load_text(text, string_tags=string_tags)

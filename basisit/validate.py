@@ -77,9 +77,11 @@ class _Files:
     def __init__(self) -> None:
         self.loaded: dict[str, load.Loaded] = {}
 
-    def read(self, path: Path, who: str, problems: list[Problem], mapping: bool = True) -> Any:
+    def read(
+        self, path: Path, who: str, problems: list[Problem], mapping: bool = True, string_tags: frozenset = frozenset()
+    ) -> Any:
         """Load one file; record its problems; return its data (a mapping) or None."""
-        got = load.load_file(path)
+        got = load.load_file(path, string_tags=string_tags)
         self.loaded[str(path)] = got
         for lp in got.problems:
             problems.append(Problem(str(path), who, lp.field, lp.message, lp.line))
@@ -837,6 +839,7 @@ TOP_LEVEL = {
 PLUGIN_OPTIONS = {"plugin", "inventory_dir", "state_dir"}
 VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 VARS_SUFFIXES = (".yml", ".yaml", ".json")
+ANSIBLE_STRING_TAGS = frozenset({"!vault", "!unsafe"})  # Ansible's own scalar tags, fine in *_vars
 
 
 def _group_name(*parts: object) -> str:
@@ -904,7 +907,7 @@ def _check_vars_dir(root: Path, kind: str, known: set[str] | None, hosts_ok, fil
             if path is not entry and not path.name.endswith(VARS_SUFFIXES):
                 p.append(Problem(str(path), "-", "-", "Ansible ignores this file; expected a .yml file"))
                 continue
-            data = files.read(path, "-", p, mapping=False)
+            data = files.read(path, "-", p, mapping=False, string_tags=ANSIBLE_STRING_TAGS)
             if data is None:
                 continue
             for key in data:

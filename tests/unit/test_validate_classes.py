@@ -167,6 +167,15 @@ def test_group_vars_with_a_python_tag(ansible_files, validate):
     one(validate(), path, 1, "-", "basisit_x", "unsupported YAML tag", "!!python/object/apply:os.system")
 
 
+def test_group_vars_may_use_ansibles_own_tags(ansible_files, run):
+    path = ansible_files / "group_vars" / "all" / "extra.yml"
+    path.write_text(
+        "basisit_x: !unsafe '{{ not templated }}'\nbasisit_y: !vault |\n  $ANSIBLE_VAULT;1.1;AES256\n", encoding="utf-8"
+    )
+    rc, out, err = run("--inventory", ansible_files, "inventory", "validate")
+    assert rc == 0 and out.startswith("52 Kommunen"), err
+
+
 def test_group_vars_for_an_unknown_group_and_bad_names(ansible_files, validate):
     (ansible_files / "group_vars" / "nalbch.yml").write_text("x: 1\n", encoding="utf-8")
     (ansible_files / "group_vars" / "nalbach.yml").write_text("bad-name: 1\n", encoding="utf-8")
