@@ -60,7 +60,9 @@ RESULTS_COLUMNS = "run_id, kommune, host, test_id, nodeid, controls, state, dura
 
 
 def _migrate(con: sqlite3.Connection) -> None:
-    """Bring a database written by an older basisit up to SCHEMA (in one transaction)."""
+    """Bring a database written by an older basisit up to SCHEMA (in one transaction: a second
+    run opening the database at the same time waits, then finds it migrated)."""
+    con.execute("BEGIN IMMEDIATE")
     cols = {r["name"] for r in con.execute("PRAGMA table_info(runs)")}
     if "partial" not in cols:  # databases written before runs could be partial
         con.execute("ALTER TABLE runs ADD COLUMN partial INTEGER NOT NULL DEFAULT 0")
@@ -72,7 +74,11 @@ def _migrate(con: sqlite3.Connection) -> None:
     if "'unreachable'" not in sql:  # the state CHECK constraint predates `unreachable`: rebuild the table
         con.execute("ALTER TABLE results RENAME TO results_old")
         con.execute("DROP INDEX IF EXISTS results_run")
-        con.executescript(SCHEMA)
+        for stmt in SCHEMA.split(";"):  # not executescript: that would commit half-way
+            if stmt.strip().startswith(
+                ("CREATE TABLE IF NOT EXISTS results ", "CREATE INDEX IF NOT EXISTS results_run ")
+            ):
+                con.execute(stmt)
         con.execute(f"INSERT INTO results ({RESULTS_COLUMNS}) SELECT {RESULTS_COLUMNS} FROM results_old")
         con.execute("DROP TABLE results_old")
     con.commit()
