@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # make setup: idempotent. Installs the Debian packages in setup/apt-packages.txt that are
 # missing (as root), creates .venv with the pinned Python dependencies and installs basisit.
+# requirements.lock pins every package, pip and setuptools included, with its hashes; it is made
+# by pip-tools from pyproject.toml and setup/build-requirements.in (the command is in its header).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,7 +35,13 @@ if ! command -v "$PYTHON" >/dev/null; then
   exit 1
 fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/pip install -q --disable-pip-version-check --upgrade pip
-.venv/bin/pip install -q --disable-pip-version-check -c requirements.lock -e '.[dev]'
+pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+# Everything at the version and hash the lock names: a package that is not in the lock, or whose
+# download does not match, fails the setup.
+"${pip[@]}" --require-hashes -r requirements.lock
+# basisit itself: an editable install cannot be hash-checked, so no dependencies (all in the lock)
+# and no build isolation (the locked setuptools builds it, nothing else is fetched).
+"${pip[@]}" --no-deps --no-build-isolation -e .
+.venv/bin/python -m pip check >/dev/null || { .venv/bin/python -m pip check >&2; exit 1; }
 echo "$want_hash" > "$stamp"
 echo "setup: .venv ready ($(.venv/bin/python --version), basisit $(.venv/bin/python -c 'import basisit; print(basisit.__version__)'))"
