@@ -247,8 +247,28 @@ def _load_extensions() -> None:
         EXTENSIONS.append(m.register)
 
 
+CORE_COMMANDS = {"inventory", "ipplan", "facts"}
+
+
+def _command_of(argv: list[str]) -> str | None:
+    """The (first-level) command in argv, skipping the global options and their values."""
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in ("--inventory", "--state"):
+            skip = True
+        elif not a.startswith("-"):
+            return a
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    _load_extensions()
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    if _command_of(argv) in CORE_COMMANDS:
+        EXTENSIONS.clear()  # `inventory validate` need not import the lab, verify, rollout, ...
+    else:
+        _load_extensions()
     parser = build_parser()
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
