@@ -157,6 +157,7 @@ def _implicit_table() -> dict:
 
 _IMPLICIT = _implicit_table()
 _STR = TAG + "str"
+_INT = TAG + "int"
 
 
 def _resolve(value: str) -> str:
@@ -261,6 +262,9 @@ def load_text(text: str, max_depth: int = MAX_DEPTH, string_tags: frozenset[str]
                 if is_key and tag == TAG + "merge":
                     problem(line, path, f"merge key '<<' at line {line} is not allowed; expected plain keys")
                     place(bad, line)
+                    continue
+                if tag == _INT and value.isdecimal() and (value[0] != "0" or value == "0"):
+                    place(int(value), line)  # the common case; YAML 1.1 reads 010 as octal: left to PyYAML
                     continue
                 build = _BUILD.get(tag)
                 if build is None:
