@@ -1,0 +1,91 @@
+"""basisit.cloud.mockrun's speed-ups change nothing: its replacements return what the SDK's own
+functions return, and the SDK's functions are back in place after a run."""
+
+from __future__ import annotations
+
+import gc
+
+import pulumi
+import pytest
+from pulumi.runtime import resource as presource
+from pulumi.runtime import rpc as prpc
+
+from basisit.cloud import mockrun
+
+UNKNOWN = pulumi.output.UNKNOWN
+
+
+def _cyclic() -> dict:
+    d: dict = {"a": [1, 2]}
+    d["self"] = d
+    return d
+
+
+@pytest.mark.parametrize(
+    "val",
+    [
+        None,
+        1,
+        "x",
+        UNKNOWN,
+        [1, "a", None],
+        [1, [2, [UNKNOWN]]],
+        {"a": {"b": [1, {"c": UNKNOWN}]}},
+        {"a": {"b": [1, {"c": 2}]}},
+        _cyclic(),
+        ({"k": UNKNOWN},),  # a tuple is not walked, by either
+        {"s": {UNKNOWN}},
+    ],
+    ids=repr,
+)
+def test_contains_unknowns_is_the_sdks(val):
+    assert mockrun.contains_unknowns(val) is prpc.contains_unknowns(val)
+
+
+class _Resource:  # the SDK's call shape: Resource.__init__ <- CustomResource.__init__ <- concrete __init__
+    def __init__(self, fn):
+        self.trace = fn()
+
+
+class _Custom(_Resource):
+    def __init__(self, fn):
+        super().__init__(fn)
+
+
+class _Concrete(_Custom):
+    def __init__(self, fn):
+        super().__init__(fn)
+
+
+def _user_code(fn):
+    return _Concrete(fn).trace
+
+
+def test_stack_trace_is_the_sdks():
+    ours, theirs = _user_code(mockrun.stack_trace), _user_code(presource._get_stack_trace)
+    assert len(theirs.frames) > 3
+    assert ours == theirs
+    assert theirs.frames[0].pc.uri.endswith("/tests/unit/test_mockrun.py")
+    # and a second time, from the memo
+    assert _user_code(mockrun.stack_trace) == _user_code(presource._get_stack_trace)
+
+
+def test_stack_trace_without_three_inits_is_empty_like_the_sdks():
+    assert mockrun.stack_trace() == presource._get_stack_trace() == presource._get_stack_trace().__class__()
+
+
+def test_a_run_restores_the_sdk_and_the_collector():
+    def program() -> dict:
+        pulumi.CustomResource("test:index:Thing", "thing")
+        return {"x": 1}
+
+    before = prpc.contains_unknowns, presource._get_stack_trace
+    assert mockrun.run_program(program, "p", "s", {}).outputs == {"x": 1}
+    assert (prpc.contains_unknowns, presource._get_stack_trace) == before
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), mockrun.fast_runtime():
+        assert prpc.contains_unknowns is mockrun.contains_unknowns
+        assert not gc.isenabled()
+        raise RuntimeError("a program that fails")
+    assert (prpc.contains_unknowns, presource._get_stack_trace) == before
+    assert gc.isenabled()
