@@ -180,13 +180,13 @@ def test_allow_rule_naming_unknown_zentral_target(inv, run):
     assert ": [standard] allow[0].to: unknown zentral role or zone 'mailserver'" in err
 
 
-def test_operators_in_zentral_management_may_ssh_everywhere():
+def test_zentral_mgmt_host_may_ssh_everywhere():
+    """The Ansible controller and the nightly verify run on zentral's management host."""
     from basisit import policy
 
     estate = load_estate("inventory")
     site = estate.kommunen["nalbach"]
-    mgmt = estate.zentral.zones["management"].network
-    operator = mgmt.network_address + mgmt.num_addresses - 2  # any address of the zone
+    [mgmt] = estate.zentral.hosts_with_role("mgmt_host")
     for host in site.hosts:
-        assert policy.allowed(estate, site, operator, host.address, "tcp", 22), host.name
-    assert not policy.allowed(estate, site, operator, site.host("dc1").address, "tcp", 445)
+        assert policy.allowed(estate, site, mgmt.address, host.address, "tcp", 22), host.name
+    assert not policy.allowed(estate, site, mgmt.address, site.host("dc1").address, "tcp", 445)
