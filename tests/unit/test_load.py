@@ -165,3 +165,7 @@ def test_positions_name_every_field():
     got = load.load_text("a: 1\nlist:\n  - {h: x, i: 2}\n  - h: y\n    i: 3\n")
     assert got.positions["list[1].i"] == 5 and got.positions["list[0].h"] == 3
     assert got.line_of("list[1].missing") == 4
+
+
+def test_the_c_parser_is_used_when_pyyaml_has_it():
+    assert bool(yaml.__with_libyaml__) == load.C_LOADER
