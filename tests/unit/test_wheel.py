@@ -137,3 +137,20 @@ def test_ansible_inventory_runs_against_the_wheel(installed):
     groups = set(re.findall(r"--@([\w-]+):", out))
     assert {"kommunen", "zentral", "wave_modell", "nalbach", "st-wendel", "district_saarlouis"} <= groups, out[:2000]
     assert "nalbach-dc1" in out and "zentral-backup" in out
+
+
+def test_ansible_builder_creates_the_execution_environment(installed):
+    """`ansible-builder create` accepts execution-environment.yml and puts the wheel in the context."""
+    tmp, _, _ = installed
+    builder = Path(sys.executable).parent / "ansible-builder"
+    if not builder.exists():
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("ansible-builder is not installed (make setup installs the dev dependencies)")
+        pytest.skip("ansible-builder is not installed in this .venv yet: run make setup")
+    shutil.copy(ROOT / "execution-environment.yml", tmp / "execution-environment.yml")  # src: dist, beside it
+    run([str(builder), "create", "-f", "execution-environment.yml", "-c", "context"], tmp)
+    assert [p.name for p in (tmp / "context" / "_build" / "basisit").glob("basisit-*.whl")] == [
+        next((tmp / "dist").glob("basisit-*.whl")).name
+    ]
+    containerfile = next(p for p in (tmp / "context").iterdir() if p.name in ("Containerfile", "Dockerfile"))
+    assert "pip install --no-deps /tmp/basisit/*.whl" in containerfile.read_text(encoding="utf-8")
