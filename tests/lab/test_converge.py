@@ -9,6 +9,8 @@ for tests/lab/test_verify.py and test_rollout.py (conftest orders the modules).
 
 from __future__ import annotations
 
+from string import ascii_lowercase, ascii_uppercase, digits
+
 import playbook
 import pytest
 
@@ -26,6 +28,23 @@ def test_first_run_converges(converged):
     _, first, seconds = converged
     playbook.assert_recap(first, "first run")
     print(f"first converge of {playbook.LIMIT}: {seconds:.1f} s")
+
+
+def test_policy_violating_secret_replaced_before_provisioning(converged):
+    """The letters-only Administrator password seeded by conftest was replaced, visibly, never shown."""
+    from conftest import LETTERS_ONLY_ADMIN_PASSWORD
+
+    lab, first, _ = converged
+    path = lab.state / "secrets" / "nalbach" / "ad-administrator"
+    value = path.read_text(encoding="utf-8").strip()
+    assert value != LETTERS_ONLY_ADMIN_PASSWORD
+    assert len(value) >= 12 and all(
+        any(c in k for c in value) for k in (ascii_uppercase, ascii_lowercase, digits, "-._")
+    )
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    text = " ".join((first.stdout + first.stderr).split())  # warnings may be wrapped
+    assert "AD Administrator password of nalbach" in text and "regenerated" in text
+    assert LETTERS_ONLY_ADMIN_PASSWORD not in text and value not in text
 
 
 def test_second_run_changes_nothing(converged):

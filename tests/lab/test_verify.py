@@ -185,3 +185,32 @@ def test_newest_snapshot_missing_fails_with_controls(site):
     fresh = [r for r in failing(doc) if r["test_id"] == "test_backup::test_newest_snapshot_within_rpo"]
     assert fresh and "gs:CON.3.A5" in fresh[0]["controls"], [r["nodeid"] for r in failing(doc)]
     assert lab.ssh(backup, f"ls {snaps} | wc -l").stdout.strip() == moved.stdout.split()[0]
+
+
+def test_samba_secret_never_on_a_command_line_nor_in_an_error(site):
+    """basisit-samba-tool takes the secret on stdin; samba-tool's refusal is shown, the secret is not."""
+    lab, _ = site
+    dc = host_address(lab, "nalbach-dc1")
+    weak = "Weak7x"  # refused by the domain's policy (min_length 12)
+    assert lab.ssh(dc, "umask 077; cat > /root/weak.secret", input=weak + "\n").returncode == 0
+    # while samba-tool runs, no process's command line holds the secret (the shells here name only the file)
+    r = lab.ssh(
+        dc,
+        "( sleep 0.3; grep -l -F -f /root/weak.secret /proc/[0-9]*/cmdline > /root/cmdline-hits 2>/dev/null;"
+        " grep -l -F basisit-samba /proc/[0-9]*/comm > /root/wrapper-seen 2>/dev/null ) &"
+        " basisit-samba-tool user create labtest-weak @SECRET@ < /root/weak.secret; rc=$?; wait; exit $rc",
+    )
+    seen = lab.ssh(dc, "cat /root/cmdline-hits; echo ---; cat /root/wrapper-seen").stdout
+    lab.ssh(dc, "rm -f /root/cmdline-hits /root/wrapper-seen /root/weak.secret")
+    hits, running = seen.split("---")
+    assert r.returncode != 0, r.stdout
+    assert weak not in r.stdout + r.stderr
+    assert "check_password_restrictions" in r.stdout + r.stderr, r.stderr  # the reason is readable
+    assert running.strip(), "the probe did not run while the wrapper ran"
+    assert hits.strip() == "", hits
+    # the converged DC's journal holds neither the Administrator nor the probe password
+    for name in ("ad-administrator", "probe.secret"):
+        secret = (lab.state / "secrets" / KOMMUNE / name).read_text(encoding="utf-8").strip()
+        assert lab.ssh(dc, "umask 077; cat > /root/find.secret", input=secret + "\n").returncode == 0
+        g = lab.ssh(dc, "journalctl --no-pager -q | grep -c -F -f /root/find.secret; rm -f /root/find.secret")
+        assert g.stdout.strip() == "0", f"{name} found in the DC's journal"

@@ -122,3 +122,71 @@ def test_docs_in_sync():
     assert (ROOT / "docs" / "roles.md").read_text(encoding="utf-8") == mod.render(), (
         "docs/roles.md is stale: run .venv/bin/python roles/gendocs.py > docs/roles.md"
     )
+
+
+# Secrets never in argv (visible in `ps` on the host, and in the ssh command on the control host
+# while a task runs): not in a command's argv/cmd/free-form string, not in `environment:` (Ansible
+# prefixes it to the remote `sh -c` command line). They travel by stdin, a 0600 file or a wrapper
+# that reads stdin (basisit-samba-tool's @SECRET@).
+COMMAND_MODULES = {f"{ns}{m}" for ns in ("", "ansible.builtin.") for m in ("command", "shell", "raw", "script")}
+SECRET_EXPR = re.compile(
+    r"\{\{[^}]*(password(?!_policy)|passw(?!ord_policy)|secret|__backup_\w+_(rest|repo)\b)[^}]*\}\}"
+)
+
+
+def _tasks(node):
+    """Every task of a task list, blocks included."""
+    for task in node or []:
+        if not isinstance(task, dict):
+            continue
+        yield task
+        for key in ("block", "rescue", "always"):
+            yield from _tasks(task.get(key))
+
+
+def _argv_texts(task: dict) -> list[str]:
+    texts = []
+    for module in COMMAND_MODULES & task.keys():
+        args = task[module]
+        if isinstance(args, str):
+            texts.append(args)
+        elif isinstance(args, dict):
+            texts += [str(a) for a in args.get("argv") or []]
+            texts += [str(args[k]) for k in ("cmd", "_raw_params") if k in args]
+    texts += (
+        [str(v) for v in (task.get("environment") or {}).values()] if isinstance(task.get("environment"), dict) else []
+    )
+    texts += [str(v) for v in (task.get("args") or {}).values()] if isinstance(task.get("args"), dict) else []
+    return texts
+
+
+TASK_FILES = sorted((ROOT / "roles").glob("*/tasks/*.yml")) + sorted((ROOT / "roles").glob("*/handlers/*.yml"))
+
+
+@pytest.mark.parametrize("path", TASK_FILES, ids=lambda p: str(p.relative_to(ROOT / "roles")))
+def test_no_secret_in_argv_or_environment(path: Path):
+    leaks = [
+        f"{task.get('name', '?')}: {text.strip()[:80]}"
+        for task in _tasks(_yaml(path))
+        for text in _argv_texts(task)
+        if SECRET_EXPR.search(text)
+    ]
+    assert leaks == [], f"{path.relative_to(ROOT)}: a secret on a command line or in `environment:`"
+
+
+def test_secret_detector_sees_the_old_forms():
+    provision = {"ansible.builtin.command": {"argv": ["samba-tool", "--adminpass={{ __ad_dc_admin_password }}"]}}
+    joined = {"ansible.builtin.command": "samba-tool join", "environment": {"PASSWD": "{{ __ad_dc_admin_password }}"}}
+    probe = {"ansible.builtin.command": {"argv": ["samba-tool", "user", "create", "x", "{{ __ad_dc_probe_password }}"]}}
+    policy = {"ansible.builtin.command": {"argv": ["--min-pwd-length={{ ad_dc_password_policy.min_length }}"]}}
+    stdin = {
+        "ansible.builtin.command": {"argv": ["basisit-samba-tool", "--adminpass=@SECRET@"], "stdin": "{{ x_password }}"}
+    }
+    assert all(any(SECRET_EXPR.search(t) for t in _argv_texts(task)) for task in (provision, joined, probe))
+    assert not any(SECRET_EXPR.search(t) for task in (policy, stdin) for t in _argv_texts(task))
+
+
+def test_no_password_lookup_outside_basisit_secret():
+    """Generated secrets come from basisit_secret only (policy by construction, see test_secret_lookup)."""
+    users = [p for p in sorted((ROOT / "roles").rglob("*.yml")) if "ansible.builtin.password" in p.read_text()]
+    assert users == []
