@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import pytest
@@ -473,6 +474,24 @@ def test_firewall_input_default_deny(ruleset):
     chains = _input_chains(ruleset)
     assert chains, "nftables has no input base chain"
     assert all(c.get("policy") == "drop" for c in chains), [(c["name"], c.get("policy")) for c in chains]
+
+
+@pytest.mark.feature("base/firewall")
+@pytest.mark.controls("gs:NET.3.2.A2", "gs:SYS.1.1.A19", "cis-deb12:3.3.1")
+def test_firewall_forward_default_deny(host, ruleset):
+    """Every host drops forwarded packets by default, and base's own ruleset says so.
+
+    Base loads /etc/nftables.conf (with this chain) before it enables forwarding on a router, and
+    the boot-time load of the same file runs before any role's drop-in: a router never forwards
+    without a firewall. Its allowed transit flows are rules of this same chain.
+    """
+    chains = [e["chain"] for e in ruleset if "chain" in e and e["chain"].get("hook") == "forward"]
+    assert chains, "nftables has no forward base chain"
+    assert all(c.get("policy") == "drop" for c in chains), [(c["name"], c.get("policy")) for c in chains]
+    conf = host.file("/etc/nftables.conf").content_string
+    assert re.search(r"chain forward \{\s*type filter hook forward priority filter; policy drop;", conf), (
+        "/etc/nftables.conf (base) has no forward chain with policy drop"
+    )
 
 
 @pytest.mark.feature("base/firewall")

@@ -187,6 +187,25 @@ def test_newest_snapshot_missing_fails_with_controls(site):
     assert lab.ssh(backup, f"ls {snaps} | wc -l").stdout.strip() == moved.stdout.split()[0]
 
 
+def test_forward_chain_accepting_fails_with_controls(site):
+    """A host whose forward chain accepts (or is missing) fails the base check: a router too."""
+    lab, state = site
+    gw, dc = host_address(lab, "nalbach-gw"), host_address(lab, "nalbach-dc1")
+    assert lab.ssh(gw, "nft chain inet basisit forward '{ policy accept; }'").returncode == 0
+    assert lab.ssh(dc, "nft delete chain inet basisit forward").returncode == 0
+    try:
+        p, doc = verify(state, "--jobs", "2", "--", "-k", "firewall_forward_default_deny")
+    finally:
+        for addr in (gw, dc):
+            lab.ssh(addr, "systemctl reload nftables || systemctl restart nftables")
+    assert p.returncode == 1
+    bad = [r for r in failing(doc) if r["test_id"] == "test_base::test_firewall_forward_default_deny"]
+    assert {r["host"] for r in bad} == {"nalbach-gw", "nalbach-dc1"}, [r["nodeid"] for r in failing(doc)]
+    assert all({"gs:NET.3.2.A2", "cis-deb12:3.3.1"} <= set(r["controls"]) for r in bad)
+    for addr in (gw, dc):
+        assert "policy drop" in lab.ssh(addr, "nft list chain inet basisit forward").stdout
+
+
 def test_samba_secret_never_on_a_command_line_nor_in_an_error(site):
     """basisit-samba-tool takes the secret on stdin; samba-tool's refusal is shown, the secret is not."""
     lab, _ = site

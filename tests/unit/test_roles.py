@@ -190,3 +190,30 @@ def test_no_password_lookup_outside_basisit_secret():
     """Generated secrets come from basisit_secret only (policy by construction, see test_secret_lookup)."""
     users = [p for p in sorted((ROOT / "roles").rglob("*.yml")) if "ansible.builtin.password" in p.read_text()]
     assert users == []
+
+
+def test_base_firewall_before_forwarding():
+    """Base installs and loads its ruleset (forward chain, policy drop) before sysctl enables forwarding."""
+    order = [
+        t["ansible.builtin.import_tasks"]
+        for t in _yaml(ROOT / "roles/base/tasks/main.yml")
+        if "ansible.builtin.import_tasks" in t
+    ]
+    assert order.index("firewall.yml") < order.index("sysctl.yml"), order
+    firewall = list(_tasks(_yaml(ROOT / "roles/base/tasks/firewall.yml")))
+    loads = [t for t in firewall if "/usr/sbin/nft -f /etc/nftables.conf" in str(t.get("ansible.builtin.command"))]
+    assert loads, "base loads its ruleset only in a handler (at the end of the play, after sysctl)"
+    import jinja2
+
+    env = jinja2.Environment()
+    env.filters["bool"] = bool
+    template = env.from_string((ROOT / "roles/base/templates/nftables.conf.j2").read_text(encoding="utf-8"))
+    for router in (False, True):
+        text = template.render(
+            ansible_managed="",
+            base_firewall_inbound=[],
+            base_firewall_ssh_extra_sources=["192.0.2.1/32"],
+            base_sysctl_ip_forward=router,
+            base_firewall_dropin_dir="/etc/nftables.d",
+        )
+        assert re.search(r"chain forward \{\s*type filter hook forward priority filter; policy drop;", text), router
