@@ -20,7 +20,14 @@ PROBE_TIMEOUT = 2.0  # seconds; a forbidden flow must not answer within this
 # Controls that cases generated at run time add to the function's own (for the coverage table).
 DYNAMIC_CONTROLS = {
     "test_allowed_flow_connects": ["gs:NET.1.1.A21", "gs:NET.3.2.A6"],
-    "test_forbidden_flow_times_out": ["gs:NET.1.1.A4", "gs:NET.3.2.A2", "gs:NET.3.2.A6", "gs:SYS.1.1.A19"],
+    "test_forbidden_flow_times_out": [
+        "gs:NET.1.1.A4",
+        "gs:NET.1.1.A21",
+        "gs:NET.3.2.A2",
+        "gs:NET.3.2.A6",
+        "gs:OPS.1.1.2.A16",
+        "gs:SYS.1.1.A19",
+    ],
 }
 
 
@@ -39,8 +46,8 @@ class Case:
 
 # Which role feature a flow needs before it can connect (by allow rule).
 RULE_FEATURE = {
-    "mgmt-ssh": "base/firewall",
     "zentral-mgmt-ssh": "gateway/forward",
+    "operator-ssh": "base/firewall",
     "client-dns": "ad_dc",
     "client-kerberos": "ad_dc",
     "client-ldap": "ad_dc",
@@ -124,7 +131,7 @@ def forbidden_cases() -> list:
         servers = [h for h in mine if h.primary_zone == "server"]
         clients = [h for h in mine if h.primary_zone == "client"]
         gws = [h for h in mine if "gateway" in h.roles]
-        pairs = []  # (src, dst, dst address, feature, controls)
+        pairs = []  # (src, dst, dst address, feature, controls[, source address])
         zone_ctl = ("gs:NET.3.2.A2",)
         if servers and clients:
             pairs.append((clients[0], servers[0], servers[0].address, "gateway/forward", (*zone_ctl, "gs:NET.3.2.A6")))
@@ -148,18 +155,34 @@ def forbidden_cases() -> list:
             k_ctl = ("gs:NET.1.1.A4",)
             pairs.append((servers[0], others[0], others[0].address, "gateway/forward", k_ctl))
             pairs.append((others[0], servers[0], servers[0].address, "gateway/forward", k_ctl))
-        for src, dst, addr, feature, ctl in pairs:
+        # SSH only from zentral's management host: not from the gateways in the management zones
+        # (zentral's, which routes every Kommune, and the Kommune's own), from any of their addresses.
+        ssh_ctl = ("gs:OPS.1.1.2.A16", "gs:NET.1.1.A21")
+        zgw = next((h for h in estate().zentral.hosts if "zentral_gateway" in h.roles and h.name in realised), None)
+        if slug == "zentral":
+            dsts = [h for h in mine if not {"zentral_gateway", "mgmt_host"} & set(h.roles)][:1]
+            pairs += [(zgw, d, d.address, "base/firewall", ssh_ctl, zgw.address) for d in dsts if zgw]
+        else:
+            target = (servers or [h for h in mine if "gateway" not in h.roles] or [None])[0]
+            if target and zgw:
+                pairs += [(zgw, target, target.address, "gateway/forward", ssh_ctl, a) for a in zgw.addresses.values()]
+            if target and gws:
+                mgmt_addr = gws[0].addresses.get("management")
+                if mgmt_addr:
+                    pairs.append((gws[0], target, target.address, "base/firewall", ssh_ctl, mgmt_addr))
+        for src, dst, addr, feature, ctl, *source in pairs:
+            source = source[0] if source else src.address
             src_site = estate().site(src.site)
-            if policy.allowed(estate(), src_site, src.address, addr, "tcp", 22) or policy.allowed(
-                estate(), estate().site(dst.site), src.address, addr, "tcp", 22
+            if policy.allowed(estate(), src_site, source, addr, "tcp", 22) or policy.allowed(
+                estate(), estate().site(dst.site), source, addr, "tcp", 22
             ):
                 continue  # the matrix allows it after all: not a forbidden sample
-            c = Case(src.name, slug, "forbidden", dst.name, str(addr), str(src.address), "tcp", 22, "timeout")
+            c = Case(src.name, slug, "forbidden", dst.name, str(addr), str(source), "tcp", 22, "timeout")
             out.append(
                 pytest.param(
                     c,
                     marks=[pytest.mark.feature(feature), pytest.mark.controls(*ctl)],
-                    id=f"{src.name}-{dst.name}-tcp22",
+                    id=f"{src.name}-{dst.name}-tcp22" + (f"-from-{source}" if source != src.address else ""),
                 )
             )
     return out

@@ -4,7 +4,10 @@ After the roles converged nalbach, the run passes; then hosts are broken on purp
 matching checks must fail with their control ids: sshd password login re-enabled, a forward
 rule removed from the gateway's firewall; an expired waiver fails the run; a stopped host is
 reported unreachable within the connect timeout; the newest backup snapshot missing fails the
-freshness check.
+freshness check; a forward chain that accepts (gateway) or is missing (DC) fails the base check;
+SSH admitted from the zentral gateway fails the forbidden-flow check (SSH comes from zentral's
+management host only); samba-tool's secret never shows in a command line, its error or the
+DC's journal.
 
 Reports go to a state directory of this module (the lab's site facts are copied there), so the
 lab's own state is not touched. Every break is undone in a `finally`, so the site is left
@@ -233,3 +236,23 @@ def test_samba_secret_never_on_a_command_line_nor_in_an_error(site):
         assert lab.ssh(dc, "umask 077; cat > /root/find.secret", input=secret + "\n").returncode == 0
         g = lab.ssh(dc, "journalctl --no-pager -q | grep -c -F -f /root/find.secret; rm -f /root/find.secret")
         assert g.stdout.strip() == "0", f"{name} found in the DC's journal"
+
+
+def test_ssh_from_the_zentral_gateway_admitted_fails_with_controls(site):
+    """SSH comes from zentral's management host only: admitting the zentral gateway is seen."""
+    lab, state = site
+    zgw = next(h for h in lab.estate.zentral.hosts if "zentral_gateway" in h.roles)
+    gw, dc = host_address(lab, "nalbach-gw"), host_address(lab, "nalbach-dc1")
+    opened = f'ip saddr {zgw.address} tcp dport 22 accept comment \\"broken-on-purpose\\"'
+    assert lab.ssh(gw, f"nft insert rule inet basisit forward {opened}").returncode == 0
+    assert lab.ssh(dc, f"nft insert rule inet basisit input {opened}").returncode == 0
+    try:
+        p, doc = verify(state, "--jobs", "2", "--", "-k", "forbidden_flow")
+    finally:
+        for addr in (gw, dc):
+            lab.ssh(addr, "systemctl reload nftables || systemctl restart nftables")
+    assert p.returncode == 1
+    bad = [r for r in failing(doc) if r["test_id"] == "test_reachability::test_forbidden_flow_times_out"]
+    assert [r["nodeid"] for r in bad] and all(f"{zgw.name}-nalbach-dc1" in r["nodeid"] for r in bad), bad
+    assert all({"gs:OPS.1.1.2.A16", "gs:NET.1.1.A21"} <= set(r["controls"]) for r in bad)
+    assert "broken-on-purpose" not in lab.ssh(dc, "nft list ruleset").stdout

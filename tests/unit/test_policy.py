@@ -68,6 +68,8 @@ def test_every_rule_resolves_where_its_target_exists(slug):
     rules = {f.rule for f in policy.flows(ESTATE, site)}
     for rule in ESTATE.standard.allow:
         target = rule.to.removeprefix(policy.ZENTRAL_PREFIX)
+        if rule.src.startswith(policy.ZENTRAL_PREFIX) and rule.to.startswith(policy.ZENTRAL_PREFIX):
+            continue  # zentral-internal (operator-ssh): see test_zentral_flows_collect_every_kommune
         if rule.src == rule.to and len(site.hosts_with_role(target)) < 2:
             continue  # among the hosts of one role (DC replication): nothing with a single host
         if rule.to.startswith(policy.ZENTRAL_PREFIX) or rule.to == policy.ANY or site.hosts_with_role(target):
@@ -89,7 +91,8 @@ def test_the_two_dcs_of_a_size_l_kommune_replicate_both_ways_on_the_role_s_rpc_p
 def test_zentral_mgmt_reaches_every_host_of_a_kommune_by_ssh():
     site = ESTATE.site("tholey")
     ssh = by_rule(policy.flows(ESTATE, site), "zentral-mgmt-ssh")
-    assert {f.src for f in ssh} == {ESTATE.zentral.zones["management"].network}  # zentral:management
+    mgmt = ESTATE.zentral.host("mgmt")
+    assert {f.src for f in ssh} == {N(f"{mgmt.address}/32")}  # zentral:mgmt_host, never a whole zone
     assert {h for f in ssh for h in f.dst_hosts} == {h.name for h in site.hosts}
     assert all((f.proto, f.port) == ("tcp", 22) for f in ssh)
 
@@ -97,8 +100,27 @@ def test_zentral_mgmt_reaches_every_host_of_a_kommune_by_ssh():
 def test_destination_address_is_the_one_in_the_source_zone():
     site = ESTATE.site("bexbach")
     gw = site.host("gw")
-    mgmt = [f for f in by_rule(policy.flows(ESTATE, site), "mgmt-ssh") if f.dst_hosts == (gw.name,)]
-    assert [f.dst for f in mgmt] == [N(f"{gw.addresses['management']}/32")]
+    assert policy._dst_address(gw, "management") == gw.addresses["management"]
+    assert policy._dst_address(gw, "client") == gw.addresses["client"]
+    assert policy._dst_address(gw, None) == gw.address
+
+
+def test_ssh_only_from_the_management_host():
+    """No zone, no gateway reaches a host's SSH: only zentral's management host (issue 12, item 6)."""
+    mgmt = ESTATE.zentral.host("mgmt")
+    for slug in ("bexbach", "nalbach", "zentral"):
+        ssh = [f for f in policy.flows(ESTATE, slug) if (f.proto, f.port) == ("tcp", 22)]
+        into_site = [f for f in ssh if f.rule != "operator-ssh"]
+        assert into_site and {f.src for f in into_site} == {N(f"{mgmt.address}/32")}, slug
+    operators = by_rule(policy.flows(ESTATE, "zentral"), "operator-ssh")
+    assert {f.dst_hosts for f in operators} == {(mgmt.name,)}  # operators reach the management host only
+    zgw = ESTATE.zentral.host("gw")
+    site = ESTATE.site("nalbach")
+    for src in zgw.addresses.values():
+        for h in site.hosts:
+            assert policy.allowed(ESTATE, site, src, h.address, "tcp", 22) is None, (src, h.name)
+    gw = site.host("gw")
+    assert policy.allowed(ESTATE, site, gw.addresses["management"], site.host("dc1").address, "tcp", 22) is None
 
 
 def test_zentral_flows_collect_every_kommune():
@@ -109,7 +131,9 @@ def test_zentral_flows_collect_every_kommune():
     assert {f.dst_hosts for f in backup} == {("zentral-backup",)}
     # the operators' management zone reaches zentral's own hosts too
     own = by_rule([f for f in flows if f.site == "zentral"], "zentral-mgmt-ssh")
-    assert {f.dst_hosts[0] for f in own} == {h.name for h in ESTATE.zentral.hosts}
+    assert {f.dst_hosts[0] for f in own} == {h.name for h in ESTATE.zentral.hosts} - {"zentral-mgmt"}
+    operators = by_rule([f for f in flows if f.site == "zentral"], "operator-ssh")
+    assert {f.src for f in operators} == {ESTATE.zentral.zones["management"].network}
 
 
 def test_zentral_flows_include_what_leaves_zentral():
@@ -126,7 +150,8 @@ def test_inbound_and_outbound():
     site = ESTATE.site("bexbach")
     dc, fs = site.host("dc1"), site.host("fs1")
     dc_in = {f.rule for f in policy.inbound(ESTATE, dc)}
-    assert {"client-dns", "client-kerberos", "client-ldap", "mgmt-ssh", "zentral-mgmt-ssh"} <= dc_in
+    assert {"client-dns", "client-kerberos", "client-ldap", "zentral-mgmt-ssh"} <= dc_in
+    assert "mgmt-ssh" not in dc_in
     fs_in = {(f.proto, f.port) for f in policy.inbound(ESTATE, fs)}
     assert fs_in == {("tcp", 445), ("tcp", 22)}
     out = {f.rule for f in policy.outbound(ESTATE, dc)}
@@ -140,7 +165,7 @@ def test_transit_is_what_the_gateway_forwards():
     rules = {(f.rule, f.dst_hosts) for f in policy.transit(ESTATE, site)}
     assert ("client-dns", ("bexbach-dc1",)) in rules
     assert ("server-backup", ("zentral-backup",)) in rules
-    assert ("mgmt-ssh", ("bexbach-gw",)) not in rules  # management -> gateway stays in its zone
+    assert ("zentral-mgmt-ssh", ("bexbach-dc1",)) in rules  # from zentral's management host
 
 
 def test_allowed():

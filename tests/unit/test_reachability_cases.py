@@ -84,3 +84,19 @@ def test_a_kommunes_flows_into_zentral_are_checked_with_it(tmp_path, monkeypatch
     assert {("server-backup", "zentral"), ("server-log", "zentral"), ("gateway-log", "zentral")} <= rules
     # across Kommunen, both directions, with the other realised Kommune
     assert {(_site(c.name), _site(c.dst)) for c in forbidden} >= {("nalbach", "bous"), ("bous", "nalbach")}
+
+
+@pytest.mark.parametrize("kommunen", [["nalbach"], ["zentral"]])
+def test_ssh_from_the_gateways_is_a_forbidden_sample(tmp_path, monkeypatch, kommunen):
+    """SSH only from zentral's management host: the gateways' addresses are probed as forbidden."""
+    _, forbidden = _cases(tmp_path, monkeypatch, kommunen)
+    zgw = ESTATE.zentral.host("gw")
+    from_zgw = {c.source for c in forbidden if c.name == zgw.name}
+    if kommunen == ["zentral"]:
+        assert from_zgw == {str(zgw.address)}
+        return
+    assert from_zgw == {str(a) for a in zgw.addresses.values()}
+    gw = ESTATE.site("nalbach").host("gw")
+    assert [c.dst for c in forbidden if c.name == gw.name and c.source == str(gw.addresses["management"])] == [
+        "nalbach-dc1"
+    ]
