@@ -237,7 +237,7 @@ def _load_extensions() -> None:
     import importlib
 
     EXTENSIONS.clear()  # main() may run many times in one process (tests)
-    for mod in ("basisit.lab.cli", "basisit.stacks_cli", "basisit.verify.cli", "basisit.rollout"):
+    for mod in ("basisit.lab.cli", "basisit.stacks_cli", "basisit.verify.cli", "basisit.drift.cli", "basisit.rollout"):
         try:
             m = importlib.import_module(mod)
         except ModuleNotFoundError as e:
@@ -289,4 +289,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m basisit.cli`: run the imported module, whose UsageError the extensions raise
+    from basisit.cli import main as _main
+
+    sys.exit(_main())

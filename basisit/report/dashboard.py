@@ -1,7 +1,8 @@
 """The Kommunal-Dashboard: static HTML from the history database, the model and the waivers.
 
 `render(...)` writes `index.html` (the Land overview) and `kommune/<slug>.html` (one page per
-Kommune) into the output directory. A Kommune whose latest run had unreachable hosts is shown
+Kommune) into the output directory. Each Kommune's latest `basisit drift` run is shown too (a column in
+the overview; on its page "drift: N changes on M hosts" and every redacted diff). A Kommune whose latest run had unreachable hosts is shown
 as *unreachable* (its own colour): not verified, and not failing either. No server, no JavaScript, no assets from the internet: the
 trend lines are inline SVG.
 """
@@ -84,6 +85,7 @@ def build(estate: Estate, state: Path, waiver_list: list[wv.Waiver], today: dt.d
     """Everything the templates show, as plain data."""
     db = history.path_in(state)
     latest = history.latest(db)
+    drift = history.latest_drift(db)
     slugs = list(estate.kommunen)
     kommunen = []
     families: dict[str, dict] = defaultdict(lambda: {"checks": 0, "kommunen": set(), "controls": set()})
@@ -130,6 +132,7 @@ def build(estate: Estate, state: Path, waiver_list: list[wv.Waiver], today: dt.d
                 "na": [r for r in results if r["state"] == "na"],
                 "unreachable": _unreachable_hosts(results),
                 "waivers": kw,
+                "drift": _drift_of(drift.get(slug)),
                 "zones": [z.to_dict() for z in site.zones.values()],
                 "hosts": [h.to_dict() | {"realised": bool(facts and h.name in facts["hosts"])} for h in site.hosts],
             }
@@ -168,6 +171,27 @@ def build(estate: Estate, state: Path, waiver_list: list[wv.Waiver], today: dt.d
             for w in (wv.to_dict(x, today) for x in waiver_list)
             if w["expired"] or w["expiring_soon"]
         ],
+    }
+
+
+def _drift_of(row: dict | None) -> dict | None:
+    """The latest drift run of a site, for the templates: counts, label and the items per kind."""
+    if row is None:
+        return None
+    items = row["items"]
+    changes = [i for i in items if i["kind"] == "change"]
+    n, h = row["changes"], row["hosts"]
+    return {
+        "run_id": row["run_id"],
+        "started": row["started"],
+        "changes": n,
+        "hosts": h,
+        "label": f"{n} change{'s' if n != 1 else ''} on {h} host{'s' if h != 1 else ''}",
+        "failed": [i for i in items if i["kind"] == "failed"],
+        "unreachable": [i for i in items if i["kind"] == "unreachable"],
+        "error": row["error"],
+        "diffs": changes,
+        "clean": n == 0 and not row["failed"] and not row["unreachable"] and not row["error"],
     }
 
 

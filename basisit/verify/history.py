@@ -5,6 +5,11 @@ state and control ids), `run_kommunen` (per run and Kommune: counts and complian
 `unreachable` (the host did not answer over SSH) is counted apart from pass and fail; databases
 written before it existed are migrated when opened. Runs limited by pytest arguments
 (`basisit verify … -- -k NAME`) are recorded as partial and left out of trends and the dashboard.
+
+`basisit drift` adds its own tables: `drift_runs` (one row per drift run), `drift_kommunen`
+(per run and site: changes, hosts that drifted, failed tasks, unreachable hosts, seconds) and
+`drift_changes` (every task that would change, failed or found its host unreachable, with
+host, resource and the redacted diff).
 """
 
 from __future__ import annotations
@@ -54,6 +59,43 @@ CREATE TABLE IF NOT EXISTS run_kommunen (
     unreachable INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (run_id, kommune)
 );
+CREATE TABLE IF NOT EXISTS drift_runs (
+    id TEXT PRIMARY KEY,          -- drift run timestamp
+    started TEXT NOT NULL,
+    finished TEXT NOT NULL,
+    selection TEXT NOT NULL,      -- JSON list of sites
+    changes INTEGER NOT NULL,     -- tasks that would change, all sites
+    hosts INTEGER NOT NULL,       -- hosts with at least one change
+    exit_status INTEGER NOT NULL,
+    report_dir TEXT NOT NULL,
+    seconds REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS drift_kommunen (
+    run_id TEXT NOT NULL REFERENCES drift_runs(id),
+    kommune TEXT NOT NULL,
+    changes INTEGER NOT NULL,
+    hosts INTEGER NOT NULL,       -- hosts that drifted
+    failed INTEGER NOT NULL,      -- tasks that failed in check mode
+    unreachable INTEGER NOT NULL, -- hosts that did not answer
+    error TEXT,                   -- the run did not complete (NULL: it did)
+    seconds REAL NOT NULL,
+    PRIMARY KEY (run_id, kommune)
+);
+CREATE TABLE IF NOT EXISTS drift_changes (
+    run_id TEXT NOT NULL REFERENCES drift_runs(id),
+    kommune TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('change', 'failed', 'unreachable')),
+    host TEXT NOT NULL,
+    task TEXT NOT NULL,
+    role TEXT NOT NULL,
+    action TEXT NOT NULL,
+    resource TEXT NOT NULL,       -- file, unit, user, … the task manages ('' when no_log)
+    item TEXT NOT NULL,
+    no_log INTEGER NOT NULL,      -- 1: only the task's name is kept
+    diff TEXT NOT NULL,           -- unified diff, redacted
+    message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS drift_changes_run ON drift_changes(run_id, kommune);
 """
 
 RESULTS_COLUMNS = "run_id, kommune, host, test_id, nodeid, controls, state, duration, message, reproduce, waiver"
@@ -221,3 +263,84 @@ def runs(db: Path, include_partial: bool = False) -> list[dict]:
     where = "" if include_partial else " WHERE partial = 0"
     with connect(db) as con:
         return [dict(r) for r in con.execute(f"SELECT * FROM runs{where} ORDER BY started").fetchall()]
+
+
+# --- drift (basisit drift) -------------------------------------------------------------------
+
+
+def append_drift(db: Path, run: dict, sites: list[dict]) -> None:
+    """Record one drift run (run: id, started, finished, selection, exit_status, report_dir,
+    duration; sites: per site its changes, failed and unreachable items, as basisit.drift.cli makes them)."""
+    with connect(db) as con:
+        con.execute(
+            "INSERT INTO drift_runs (id, started, finished, selection, changes, hosts, exit_status, report_dir, seconds) "
+            "VALUES (?,?,?,?,?,?,?,?,?)",
+            (
+                run["id"],
+                run["started"],
+                run["finished"],
+                json.dumps(run["selection"]),
+                sum(len(s["changes"]) for s in sites),
+                sum(len(s["hosts_drifted"]) for s in sites),
+                run["exit_status"],
+                run["report_dir"],
+                run["duration"],
+            ),
+        )
+        for s in sites:
+            con.execute(
+                "INSERT INTO drift_kommunen (run_id, kommune, changes, hosts, failed, unreachable, error, seconds) "
+                "VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    run["id"],
+                    s["kommune"],
+                    len(s["changes"]),
+                    len(s["hosts_drifted"]),
+                    len(s["failed"]),
+                    len({u["host"] for u in s["unreachable"]}),
+                    s["error"],
+                    s["seconds"],
+                ),
+            )
+            con.executemany(
+                "INSERT INTO drift_changes (run_id, kommune, kind, host, task, role, action, resource, item, no_log, "
+                "diff, message) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        run["id"],
+                        s["kommune"],
+                        kind,
+                        it["host"],
+                        it["task"],
+                        it.get("role", ""),
+                        it.get("action", ""),
+                        it.get("resource", ""),
+                        it.get("item", ""),
+                        int(bool(it.get("no_log"))),
+                        it.get("diff", ""),
+                        it.get("message", ""),
+                    )
+                    for kind, key in (("change", "changes"), ("failed", "failed"), ("unreachable", "unreachable"))
+                    for it in s[key]
+                ],
+            )
+
+
+def latest_drift(db: Path) -> dict[str, dict]:
+    """Per site: its most recent drift run's counts and items (changes, failed, unreachable)."""
+    if not db.exists():
+        return {}
+    with connect(db) as con:
+        rows = con.execute(
+            "SELECT dk.*, dr.started FROM drift_kommunen dk JOIN drift_runs dr ON dr.id = dk.run_id "
+            "ORDER BY dr.started, dk.run_id"
+        ).fetchall()
+        out: dict[str, dict] = {r["kommune"]: dict(r) for r in rows}
+        for k, row in out.items():
+            items = con.execute(
+                "SELECT kind, host, task, role, action, resource, item, no_log, diff, message FROM drift_changes "
+                "WHERE run_id = ? AND kommune = ? ORDER BY rowid",
+                (row["run_id"], k),
+            ).fetchall()
+            row["items"] = [dict(i) | {"no_log": bool(i["no_log"])} for i in items]
+    return out
