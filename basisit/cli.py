@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from basisit import ipplan, sitefacts
+from basisit import ipplan
 from basisit.model import Estate
 from basisit.validate import InventoryError, load_estate, summary
 
@@ -136,6 +136,8 @@ def cmd_ipplan(args: argparse.Namespace) -> int:
 
 
 def cmd_facts_import(args: argparse.Namespace) -> int:
+    from basisit import sitefacts  # jsonschema: not imported by every command
+
     estate = estate_of(args)
     slug = args.kommune
     if slug != "zentral":
