@@ -836,7 +836,22 @@ TOP_LEVEL = {
     "group_vars": "Ansible group variables",
     "host_vars": "Ansible host variables",
 }
-PLUGIN_OPTIONS = {"plugin", "inventory_dir", "state_dir"}
+# The plugin's own options, Constructable's and Cacheable's (plugins/inventory/basisit.py).
+PLUGIN_OPTIONS = {"plugin", "inventory_dir", "state_dir"} | {
+    "compose",
+    "groups",
+    "keyed_groups",
+    "strict",
+    "use_extra_vars",
+    "leading_separator",
+    "cache",
+    "cache_plugin",
+    "cache_timeout",
+    "cache_connection",
+    "cache_prefix",
+}
+# Its collection name (an AWX inventory source) and the short name (inventory_plugins).
+PLUGIN_NAMES = ("egosaar.basisit.basisit", "basisit")
 VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 VARS_SUFFIXES = (".yml", ".yaml", ".json")
 ANSIBLE_STRING_TAGS = frozenset({"!vault", "!unsafe"})  # Ansible's own scalar tags, fine in *_vars
@@ -953,13 +968,13 @@ def _check_layout(root: Path, kommunen: dict, std: schema.StandardFile | None, f
                             f"unknown option {_shown(key)} of the basisit inventory plugin; expected {sorted(PLUGIN_OPTIONS)}",
                         )
                     )
-            if data.get("plugin") != "basisit":
+            if data.get("plugin") not in PLUGIN_NAMES:
                 p.append(
                     Problem(
                         str(src),
                         "-",
                         "plugin",
-                        f"{_shown(data.get('plugin'))} is not the basisit inventory plugin; expected 'plugin: basisit' (Ansible would find 0 hosts)",
+                        f"{_shown(data.get('plugin'))} is not the basisit inventory plugin; expected 'plugin: basisit' or 'plugin: egosaar.basisit.basisit' (Ansible would find 0 hosts)",
                     )
                 )
             inv_dir = data.get("inventory_dir", ".")

@@ -14,11 +14,20 @@ description:
   - C(ansible_host) and the SSH settings come from the site facts written by C(basisit lab up) or
     C(basisit facts import) when they exist; otherwise the planned address is used. Hosts that a
     site's facts do not list (e.g. endpoints beyond the lab's cap) go to group C(not_realised).
+  - Constructable (C(compose), C(groups), C(keyed_groups), C(strict)) over every host's variables,
+    including its site group's C(basisit_site); Cacheable (C(cache), C(cache_plugin),
+    C(cache_timeout), C(cache_connection)), keyed on the content of every file of the inventory
+    directory and of the site facts, so an edit invalidates the cache.
+  - As a collection plugin its name is C(egosaar.basisit.basisit); the short name C(basisit) works
+    where C(inventory_plugins) points at C(plugins/inventory) (the repository's ansible.cfg).
+extends_documentation_fragment:
+  - constructed
+  - inventory_cache
 options:
   plugin:
     description: Marks this file as a basisit inventory source.
     required: true
-    choices: [basisit]
+    choices: [basisit, egosaar.basisit.basisit]
   inventory_dir:
     description: The basisit inventory directory; relative paths are relative to this file.
     type: str
@@ -32,18 +41,34 @@ options:
 """
 
 EXAMPLES = r"""
-# inventory/basisit.yml
+# inventory/basisit.yml (from the repository; ansible.cfg: inventory_plugins = plugins/inventory)
 plugin: basisit
+
+# An AWX inventory source (the collection egosaar.basisit and the basisit wheel installed)
+plugin: egosaar.basisit.basisit
+keyed_groups:
+  - key: basisit_host.asset.os | default(omit)
+    prefix: os
+compose:
+  basisit_kommune: basisit_site.slug
+cache: true
+cache_plugin: ansible.builtin.jsonfile
+cache_connection: /var/cache/basisit-inventory
 """
 
+import contextlib
+import hashlib
 import os
 import re
 from pathlib import Path
 
 from ansible.errors import AnsibleParserError
-from ansible.plugins.inventory import BaseInventoryPlugin
+from ansible.inventory.helpers import get_group_vars
+from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
+from ansible.utils.vars import combine_vars
 
 try:
+    import basisit
     from basisit import policy, sitefacts
     from basisit.lab import plan as lab_plan
     from basisit.validate import InventoryError, load_estate
@@ -58,11 +83,54 @@ def group_name(*parts: object) -> str:
     return re.sub(r"[^a-z0-9_]+", "_", "_".join(str(p) for p in parts).lower()).strip("_")
 
 
-class InventoryModule(BaseInventoryPlugin):
+# The names a basisit.yml may give: the collection's FQCN and the short name the repository's
+# ansible.cfg resolves through inventory_plugins.
+PLUGIN_NAMES = ("egosaar.basisit.basisit", "basisit")
+
+
+class _Recorder:
+    """Records what the plugin adds to the inventory, so that it can be cached and replayed."""
+
+    def __init__(self) -> None:
+        self.ops: list[list] = []
+
+    def add_group(self, group: str) -> str:
+        self.ops.append(["add_group", group])
+        return group
+
+    def add_host(self, host: str, group: str | None = None) -> str:
+        self.ops.append(["add_host", host, group])
+        return host
+
+    def add_child(self, group: str, child: str) -> None:
+        self.ops.append(["add_child", group, child])
+
+    def set_variable(self, entity: str, name: str, value) -> None:
+        self.ops.append(["set_variable", entity, name, value])
+
+
+def cache_fingerprint(inv_dir: str, state: str) -> str:
+    """A digest of everything the inventory is made from: each file of the inventory directory
+    and each site-facts file (path and content), and the code (basisit's version, this plugin)."""
+    h = hashlib.sha256()
+    h.update(f"{inv_dir}\0{state}\0".encode())
+    h.update(Path(__file__).read_bytes())
+    h.update(basisit.__version__.encode())
+    inv, facts = Path(inv_dir), Path(state) / "facts"
+    files = [p for p in inv.rglob("*") if not any(part.startswith(".") for part in p.relative_to(inv).parts)]
+    files += list(facts.glob("*.json")) if facts.is_dir() else []
+    for f in sorted(files):
+        if f.is_file():
+            h.update(f"\0{f}\0".encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
     NAME = "basisit"
 
-    def _set_firewall(self, estate, site, host) -> None:
-        _set_firewall_vars(self.inventory, estate, site, host, self._flows[site.slug])
+    def _set_firewall(self, inv, estate, site, host) -> None:
+        _set_firewall_vars(inv, estate, site, host, self._flows[site.slug])
 
     def verify_file(self, path: str) -> bool:
         return super().verify_file(path) and os.path.basename(path) in ("basisit.yml", "basisit.yaml")
@@ -74,10 +142,29 @@ class InventoryModule(BaseInventoryPlugin):
                 f"basisit inventory plugin: cannot import the basisit package ({_IMPORT_ERROR}); "
                 "run Ansible from the project's virtualenv (make setup; .venv/bin/ansible-...)"
             )
+        # Both names select this plugin, however it was loaded (collection or inventory_plugins).
+        self._redirected_names = [*(self._redirected_names or [self.NAME]), *PLUGIN_NAMES]
         self._read_config_data(path)
         base = os.path.dirname(os.path.abspath(path))
         inv_dir = os.path.normpath(os.path.join(base, self.get_option("inventory_dir")))
         state = os.path.normpath(os.path.join(base, self.get_option("state_dir")))
+        ops = None
+        use_cache = self.get_option("cache")
+        if use_cache:
+            # Keyed on the inputs' content: an edited Kommune file or new site facts miss the cache.
+            key = f"basisit_{cache_fingerprint(inv_dir, state)}"
+            if cache:
+                with contextlib.suppress(KeyError):  # a miss: load and store below
+                    ops = self._cache[key]
+        if ops is None:
+            ops = self._load(inv_dir, state)
+            if use_cache:
+                self._cache[key] = ops
+        for op, *args in ops:
+            getattr(self.inventory, op)(*args)
+        self._construct({op[1] for op in ops if op[0] == "add_host"})
+
+    def _load(self, inv_dir: str, state: str) -> list[list]:
         try:
             estate = load_estate(inv_dir)
         except InventoryError as e:
@@ -86,11 +173,25 @@ class InventoryModule(BaseInventoryPlugin):
                 f"basisit inventory {inv_dir} is invalid; nothing was loaded. "
                 f"Run `basisit inventory validate --inventory {inv_dir}` to list every error:\n{e.report()}"
             ) from None
-        self._populate(estate, state)
+        recorder = _Recorder()
+        self._populate(estate, state, recorder)
+        return recorder.ops
 
-    def _populate(self, estate, state: str) -> None:
+    def _construct(self, hosts: set[str]) -> None:
+        """compose, groups and keyed_groups over each host's group and host variables."""
+        compose, groups, keyed = (self.get_option(o) for o in ("compose", "groups", "keyed_groups"))
+        if not (compose or groups or keyed):
+            return
+        strict = self.get_option("strict")
+        for name in sorted(hosts):
+            host = self.inventory.get_host(name)
+            variables = combine_vars(get_group_vars(host.get_groups()), host.get_vars())
+            self._set_composite_vars(compose, variables, name, strict=strict)
+            self._add_host_to_composed_groups(groups, variables, name, strict=strict)
+            self._add_host_to_keyed_groups(keyed, variables, name, strict=strict)
+
+    def _populate(self, estate, state: str, inv) -> None:
         self._flows = {site.slug: policy.flows(estate, site) for site in estate.sites}
-        inv = self.inventory
         std = estate.standard
         inv.add_group("kommunen")
         inv.add_group("not_realised")
@@ -159,7 +260,7 @@ class InventoryModule(BaseInventoryPlugin):
                     [str(lab_plan.control_address(estate).ip) + "/32"] if facts and facts["backend"] == "lab" else []
                 )
                 inv.set_variable(host.name, "basisit_control_sources", control)
-                self._set_firewall(estate, site, host)
+                self._set_firewall(inv, estate, site, host)
                 real = realised.get(host.name)
                 if facts and real is None:
                     inv.add_host(host.name, group="not_realised")

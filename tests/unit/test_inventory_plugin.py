@@ -140,3 +140,139 @@ def test_the_vpn_hub_knows_every_kommune_gateway_as_a_peer(planned):
     rule = next(r for r in hv["zentral-gw"]["basisit_firewall_inbound"] if r["rule"] == "site-vpn")
     assert rule["proto"] == "udp" and rule["ports"] == [51820]
     assert "10.160.168.128/28" in rule["src"] and len(rule["src"]) == len(estate.kommunen)
+
+
+def _source(inv: Path, text: str) -> Path:
+    """An inventory source beside the model files (basisit.yml is validated with them)."""
+    (inv / "basisit.yml").write_text(text, encoding="utf-8")
+    return inv / "basisit.yml"
+
+
+def test_constructable_keyed_groups_composed_vars_and_groups(tmp_path, inv):
+    """compose, groups and keyed_groups see each host's vars and its site group's basisit_site."""
+    src = _source(
+        inv,
+        "plugin: egosaar.basisit.basisit\n"
+        "strict: false\n"  # hosts without an asset have no os: no os_ group, no error
+        "compose:\n"
+        "  basisit_kommune: basisit_site.slug\n"
+        "  dc_address: basisit_host.address if 'ad_dc' in basisit_roles else omit\n"
+        "keyed_groups:\n"
+        "  - key: basisit_site.size | lower\n"
+        "    prefix: class\n"
+        "  - key: basisit_host.asset.os | default('')\n"
+        "    prefix: os\n"
+        "groups:\n"
+        "  saarlouis_dcs: \"'ad_dc' in basisit_roles and basisit_site.district == 'Saarlouis'\"\n",
+    )
+    data = inventory_list(tmp_path / "state", src)
+    hv = data["_meta"]["hostvars"]
+    assert hv["nalbach-gw"]["basisit_kommune"] == "nalbach"
+    assert hv["zentral-gw"]["basisit_kommune"] == "zentral"
+    assert hv["nalbach-dc1"]["dc_address"] == "10.160.168.74" and "dc_address" not in hv["nalbach-gw"]
+    assert sorted(data["class_l"]["hosts"]) == sorted(data["size_l"]["hosts"])
+    assert "nalbach-nal-ws-001" in data["os_debian_12"]["hosts"] and "nalbach-gw" not in data["os_debian_12"]["hosts"]
+    estate = load_estate(inv)
+    assert sorted(data["saarlouis_dcs"]["hosts"]) == sorted(
+        h.name
+        for k in estate.kommunen.values()
+        if k.kommune.district == "Saarlouis"
+        for h in k.hosts_with_role("ad_dc")
+    )
+    # the plugin's own groups are unchanged by the constructed ones
+    assert "nalbach-dc1" in data["nalbach"]["hosts"] and len(data["kommunen"]["children"]) == 52
+
+
+def test_constructable_strict_fails_on_an_undefined_variable(tmp_path, inv):
+    src = _source(inv, "plugin: basisit\nstrict: true\ncompose:\n  x: basisit_no_such_var.y\n")
+    env = {**os.environ, "BASISIT_STATE": str(tmp_path), "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
+    p = subprocess.run([ANSIBLE_INVENTORY, "-i", src, "--list"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert p.returncode != 0 and "basisit_no_such_var" in p.stderr
+
+
+_LOADER_READY: list[bool] = []  # init_plugin_loader configures the process once
+
+
+@pytest.fixture
+def plugin_calls(monkeypatch):
+    """Parse a source in-process with the plugin; counts how often the model is loaded."""
+    from ansible.inventory.data import InventoryData
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.plugins.loader import init_plugin_loader, inventory_loader
+
+    if not _LOADER_READY:
+        init_plugin_loader()  # as the ansible CLIs do: ansible.builtin.* (the jsonfile cache) resolves
+        inventory_loader.add_directory(str(ROOT / "plugins" / "inventory"))
+        _LOADER_READY.append(True)
+    module = sys.modules[type(inventory_loader.get("basisit")).__module__]
+    loads: list[str] = []
+    real = module.load_estate
+
+    def counting(path):
+        loads.append(str(path))
+        return real(path)
+
+    monkeypatch.setattr(module, "load_estate", counting)
+
+    def parse(src: Path, cache: bool = True) -> InventoryData:
+        plugin = inventory_loader.get("basisit")
+        data = InventoryData()
+        plugin.parse(data, DataLoader(), str(src), cache=cache)
+        plugin.update_cache_if_changed()  # as ansible's InventoryManager does after parse
+        return data
+
+    return parse, loads
+
+
+def test_cache_hit_does_not_reload_the_model_and_an_edit_invalidates_it(tmp_path, inv, plugin_calls):
+    parse, loads = plugin_calls
+    cache_dir = tmp_path / "cache"
+    src = _source(
+        inv,
+        f"plugin: basisit\nstate_dir: {tmp_path / 'state'}\n"
+        f"cache: true\ncache_plugin: ansible.builtin.jsonfile\ncache_connection: {cache_dir}\n"
+        "keyed_groups:\n  - key: basisit_site.wave\n    prefix: w\n",
+    )
+    first = parse(src)
+    assert len(loads) == 1 and len(list(cache_dir.iterdir())) == 1
+    # a new plugin instance (a new ansible run): served from the jsonfile cache, the model not loaded
+    second = parse(src)
+    assert len(loads) == 1
+    assert set(second.hosts) == set(first.hosts) and set(second.groups) == set(first.groups)
+    assert second.hosts["nalbach-dc1"].vars["basisit_host"] == first.hosts["nalbach-dc1"].vars["basisit_host"]
+    assert "nalbach-dc1" in {h.name for h in second.groups["w_modell"].get_hosts()}  # constructed on a hit too
+    # --flush-cache (cache=False) reloads
+    parse(src, cache=False)
+    assert len(loads) == 2
+    # an edit to a Kommune file is a miss: reloaded, and the change is seen
+    edit(inv / "kommunen" / "nalbach.yaml", lambda d: d.update(name="Nalbach (Saar)"))
+    third = parse(src)
+    assert len(loads) == 3
+    assert third.groups["nalbach"].vars["basisit_site"]["name"] == "Nalbach (Saar)"
+    parse(src)
+    assert len(loads) == 3
+    # new site facts are a miss too: the addresses come from them
+    site = load_estate(inv).kommunen["nalbach"]
+    hosts = {
+        "nalbach-dc1": {"roles": ["ad_dc"], "addresses": {"server": "10.160.168.74"}, "ansible_host": "10.160.168.74"}
+    }
+    sitefacts.write(tmp_path / "state", sitefacts.build(site, "lab", 1, hosts, {"user": "root"}))
+    fourth = parse(src)
+    assert len(loads) == 4
+    assert fourth.hosts["nalbach-dc1"].vars["basisit_backend"] == "lab"
+
+
+def test_an_invalid_inventory_is_never_served_from_the_cache(tmp_path, inv, plugin_calls):
+    from ansible.errors import AnsibleParserError
+
+    parse, loads = plugin_calls
+    src = _source(
+        inv,
+        f"plugin: basisit\nstate_dir: {tmp_path / 'state'}\n"
+        f"cache: true\ncache_plugin: ansible.builtin.jsonfile\ncache_connection: {tmp_path / 'cache'}\n",
+    )
+    parse(src)
+    (inv / "kommunen" / "nalbach.yaml").write_text("ags: [\n", encoding="utf-8")
+    with pytest.raises(AnsibleParserError, match="basisit inventory validate"):
+        parse(src)
+    assert len(loads) == 2
