@@ -29,7 +29,7 @@ PEM = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVA
 
 @dataclass
 class Redactor:
-    secrets: list[str] = field(default_factory=list)
+    values: list[str] = field(default_factory=list)  # the known secret values, longest first
 
     @classmethod
     def from_dir(cls, path: str | Path | None) -> Redactor:
@@ -53,7 +53,7 @@ class Redactor:
     def text(self, s: str) -> str:
         if not s:
             return s
-        for v in self.secrets:
+        for v in self.values:
             if v in s:
                 s = s.replace(v, MASK)
         s = PEM.sub(MASK, s)

