@@ -59,6 +59,7 @@ except ImportError:  # pragma: no cover - PyYAML built without libyaml
 MAX_BYTES = 16 * 1024 * 1024  # a Kommune with 100 000 endpoints is ~10 MB
 MAX_DEPTH = 64  # the deepest inventory file nests 4 levels
 SHOWN = 60  # characters of a value shown in a message
+MAX_PROBLEMS = 1000  # per file, from the loader (rules run on what was read)
 
 TAG = "tag:yaml.org,2002:"
 _SCALAR_TAGS = {TAG + t for t in ("null", "bool", "int", "float", "str", "timestamp")}
@@ -182,6 +183,11 @@ def load_text(text: str, max_depth: int = MAX_DEPTH, string_tags: frozenset[str]
     bad = _BAD
 
     def problem(line: int, path: str, message: str) -> None:
+        if len(problems) >= MAX_PROBLEMS:  # a file of a million aliases must not cost a million messages
+            problems.append(
+                LoadProblem(line, "-", f"more than {MAX_PROBLEMS} problems; stopped reading at line {line}")
+            )
+            raise _Stop
         problems.append(LoadProblem(line, path or "-", message))
 
     def place(value: Any, line: int) -> None:

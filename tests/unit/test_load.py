@@ -169,3 +169,9 @@ def test_positions_name_every_field():
 
 def test_the_c_parser_is_used_when_pyyaml_has_it():
     assert bool(yaml.__with_libyaml__) == load.C_LOADER
+
+
+def test_problems_per_file_are_bounded():
+    got = load.load_text("a: &a x\nl:\n" + "  - *a\n" * (load.MAX_PROBLEMS * 3))
+    assert len(got.problems) == load.MAX_PROBLEMS + 1
+    assert got.problems[-1].message.startswith(f"more than {load.MAX_PROBLEMS} problems; stopped reading at line")
