@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup lint test unit lab-test lab help
+.PHONY: setup lint test unit lab-test lab help collection
 
 help:
 	@echo "make setup     Debian packages + .venv with pinned dependencies (idempotent)"
@@ -13,6 +13,7 @@ help:
 	@echo "make lab-test  lab integration tests (root; real systemd-nspawn hosts)"
 	@echo "make test      setup + lint + every test (what CI runs)"
 	@echo "make lab       setup + roll the model Kommunen out in the local lab and verify them"
+	@echo "make collection  the Ansible collection egosaar.basisit and the basisit wheel in dist/ (docs/awx.md)"
 
 setup:
 	@bash scripts/setup.sh
@@ -30,6 +31,12 @@ lab-test: setup
 	$(BIN)/pytest -m lab tests/lab
 
 test: setup lint unit lab-test
+
+# The Ansible collection egosaar.basisit (roles, plugins, playbooks) and the wheel its plugins
+# import, both into dist/ — what execution-environment.yml installs. Tested by tests/unit/test_wheel.py.
+collection: setup
+	$(BIN)/python scripts/build_collection.py --out dist
+	$(BIN)/pip wheel -q --no-deps --no-build-isolation -w dist .
 
 # The main job: the four model Kommunen and zentral, from nothing to verified, in the local lab.
 # The dashboard is written even when a Kommune fails: it shows what failed.

@@ -139,8 +139,69 @@ def test_ansible_inventory_runs_against_the_wheel(installed):
     assert "nalbach-dc1" in out and "zentral-backup" in out
 
 
-def test_ansible_builder_creates_the_execution_environment(installed):
-    """`ansible-builder create` accepts execution-environment.yml and puts the wheel in the context."""
+@pytest.fixture(scope="module")
+def collection(installed) -> tuple[Path, Path, dict[str, str]]:
+    """(the collection tarball, an inventory directory selecting its plugin by FQCN, environment):
+    built by scripts/build_collection.py from the copy of the work tree (into the dist/ beside the
+    wheel, as for the execution environment) and installed with ansible-galaxy into a collections
+    path of the temporary directory; Ansible there has no inventory_plugins path."""
+    tmp, _, env = installed
+    src = tmp / "src"
+    out = run([sys.executable, str(src / "scripts" / "build_collection.py"), "--out", str(tmp / "dist")], tmp)
+    tarball = Path(out.strip())
+    assert tarball.name == f"egosaar-basisit-{importlib.metadata.version('basisit')}.tar.gz"
+    galaxy = str(Path(sys.executable).parent / "ansible-galaxy")
+    collections = tmp / "collections"
+    run([galaxy, "collection", "install", "--offline", "-p", str(collections), str(tarball)], tmp, env)
+    cfg = tmp / "ansible-collection.cfg"
+    cfg.write_text(
+        "[defaults]\n"
+        f"collections_path = {collections}\n"
+        "force_valid_group_names = ignore\n"
+        "[inventory]\n"
+        "enable_plugins = egosaar.basisit.basisit\n"
+        r"ignore_patterns = ^kommunen$, ^standard\.yaml$, ^zentral\.yaml$, ^waivers\.yaml$" + "\n",
+        encoding="utf-8",
+    )
+    inv = tmp / "inventory-fqcn"
+    shutil.copytree(tmp / "inventory", inv)
+    (inv / "basisit.yml").write_text(
+        "plugin: egosaar.basisit.basisit\nkeyed_groups:\n  - key: basisit_site.size | lower\n    prefix: class\n",
+        encoding="utf-8",
+    )
+    return tarball, inv, {**env, "ANSIBLE_CONFIG": str(cfg)}
+
+
+def test_the_collection_carries_roles_plugins_and_playbooks(installed, collection):
+    tmp, _, _ = installed
+    installed_at = tmp / "collections" / "ansible_collections" / "egosaar" / "basisit"
+    manifest = json.loads((installed_at / "MANIFEST.json").read_text(encoding="utf-8"))
+    assert manifest["collection_info"]["namespace"] == "egosaar" and manifest["collection_info"]["name"] == "basisit"
+    files = {f["name"] for f in json.loads((installed_at / "FILES.json").read_text(encoding="utf-8"))["files"]}
+    roles = {p.name for p in (ROOT / "roles").iterdir() if (p / "tasks").is_dir()}
+    assert {f"roles/{r}/tasks/main.yml" for r in roles} <= files
+    assert {"plugins/inventory/basisit.py", "plugins/lookup/basisit_secret.py", "meta/runtime.yml"} <= files
+    assert {f"playbooks/{p.name}" for p in (ROOT / "playbooks").glob("*.yml")} <= files
+    assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc") or f == "roles/gendocs.py"]
+
+
+def test_ansible_inventory_runs_the_installed_collection_plugin(installed, collection):
+    """An inventory source `plugin: egosaar.basisit.basisit` (as AWX has it): the collection's
+    plugin with the wheel's model; Constructable's keyed_groups too."""
+    tmp, py, _ = installed
+    _, inv, env = collection
+    out = run([str(py), "-m", "ansible.cli.inventory", "-i", str(inv), "--graph", "-vvv"], tmp, env)
+    assert "inventory source with ansible_collections.egosaar.basisit.plugins.inventory.basisit plugin" in out, out[
+        :3000
+    ]
+    groups = set(re.findall(r"--@([\w-]+):", out))
+    assert {"kommunen", "zentral", "nalbach", "st-wendel", "wave_modell", "class_l"} <= groups, out[-3000:]
+    assert "nalbach-dc1" in out and "zentral-backup" in out
+
+
+def test_ansible_builder_creates_the_execution_environment(installed, collection):
+    """`ansible-builder create` accepts execution-environment.yml and puts the wheel and the
+    collection in the context; the image installs both."""
     tmp, _, _ = installed
     builder = Path(sys.executable).parent / "ansible-builder"
     if not builder.exists():
@@ -153,4 +214,8 @@ def test_ansible_builder_creates_the_execution_environment(installed):
         next((tmp / "dist").glob("basisit-*.whl")).name
     ]
     containerfile = next(p for p in (tmp / "context").iterdir() if p.name in ("Containerfile", "Dockerfile"))
-    assert "pip install --no-deps /tmp/basisit/*.whl" in containerfile.read_text(encoding="utf-8")
+    text = containerfile.read_text(encoding="utf-8")
+    assert "pip install --no-deps /tmp/basisit/*.whl" in text
+    assert (tmp / "context" / "_build" / "basisit" / collection[0].name).is_file()
+    assert "ansible.cli.galaxy collection install --offline -p /usr/share/ansible/collections" in text
+    assert "/tmp/basisit/egosaar-basisit-*.tar.gz" in text
