@@ -105,6 +105,8 @@ class CallbackModule(CallbackBase):
     # --- writing --------------------------------------------------------------------------
 
     def _emit(self, rec: dict) -> None:
+        # re-read: a lookup may have generated a secret during this run
+        self._redactor = redact.Redactor.from_dir(os.environ.get("BASISIT_DRIFT_SECRETS") or None)
         rec = {k: self._redactor.text(v) if isinstance(v, str) else v for k, v in rec.items()}
         if self._out is not None:
             self._out.write(json.dumps(rec, sort_keys=True) + "\n")

@@ -66,7 +66,7 @@ PLAYBOOK = """\
 """
 
 
-def fake_facts(state: Path, slug: str) -> None:
+def fake_facts(state: Path, slug: str, port: int = 22) -> None:
     estate = load_estate(ROOT / "inventory")
     site = estate.site(slug)
     hosts = {
@@ -74,7 +74,7 @@ def fake_facts(state: Path, slug: str) -> None:
             "roles": list(h.roles),
             "addresses": {z: str(a) for z, a in h.addresses.items()},
             "ansible_host": str(h.address),
-            "ansible_port": 22,
+            "ansible_port": port,
         }
         for h in site.hosts
     }
@@ -315,3 +315,23 @@ def test_history_drift_tables_on_an_old_database(tmp_path):
     row = history.latest_drift(db)["nalbach"]
     assert (row["changes"], row["hosts"], row["items"][0]["resource"]) == (1, 1, "/etc/x")
     assert history.runs(db) == []
+
+
+def test_product_path_site_yml_unreachable_hosts_exit_3(tmp_path):
+    """The product's own path: playbooks/site.yml through the basisit inventory plugin, hosts from
+    the site facts; where no host answers, every realised host is unreachable and the exit is 3."""
+    state = tmp_path / "state"
+    fake_facts(state, "nalbach", port=1)  # nothing answers there, lab or not
+    p = subprocess.run(
+        [sys.executable, "-m", "basisit.cli", "--state", str(state), "drift", "--kommune", "nalbach"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert p.returncode == 3, p.stdout + p.stderr
+    (run,) = (state / "reports" / "drift").glob("*/drift.json")
+    doc = json.loads(run.read_text(encoding="utf-8"))
+    (k,) = doc["kommunen"]
+    expected = {h.name for h in load_estate(ROOT / "inventory").site("nalbach").hosts}
+    assert {u["host"] for u in k["unreachable"]} == expected and not k["changes"] and not k["error"]
+    assert doc["run"]["playbook"] == str(ROOT / "playbooks" / "site.yml")
+    index = (state / "reports" / "dashboard" / "index.html").read_text(encoding="utf-8")
+    assert 'href="kommune/nalbach.html#drift">unreachable</a>' in index
