@@ -233,7 +233,9 @@ def user_data(host: Host, admins: list[schema.AdminSpec]) -> str:
                 "gecos": a.full_name,
                 "uid": a.uid,
                 "shell": "/bin/bash",
-                "groups": ["sudo"],
+                # The group base's sudo rule names (so the first converge's sessions already hold
+                # it); the bootstrap NOPASSWD rule is removed by that converge (base_sudo_remove_files).
+                "groups": ["basisit-admins"],
                 "sudo": "ALL=(ALL) NOPASSWD:ALL",
                 "lock_passwd": True,
                 "ssh_authorized_keys": list(a.ssh_keys),

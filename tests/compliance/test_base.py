@@ -197,6 +197,24 @@ def test_admin_group_only_named_admins(host):
 
 
 @pytest.mark.feature("base/admins")
+@pytest.mark.controls("gs:ORP.4.A2", "gs:OPS.1.1.2.A5", "wiba:Rollen / Berechtigungen / Authentisierung")
+def test_no_local_account_of_an_unlisted_person(host):
+    """An admin removed from the standard has no account, home or key left (base removes them).
+
+    Every local account in the people's uid range (the standard's admin uids, 1000-59999) is a
+    named admin of the standard; service accounts lie below it.
+    """
+    lo, hi = role_default("base", "base_admins_uid_range")
+    people = {
+        f[0]
+        for f in (ln.split(":") for ln in host.check_output("cat /etc/passwd").splitlines())
+        if lo <= int(f[2]) <= hi
+    }
+    unlisted = people - {a.name for a in _admins()}
+    assert not unlisted, f"local accounts of people the standard does not list: {sorted(unlisted)}"
+
+
+@pytest.mark.feature("base/admins")
 @pytest.mark.controls("gs:SYS.1.3.A8", "gs:ORP.4.A8")
 def test_admin_passwords_locked(host):
     """Admins log in with keys only: their password field is locked."""
@@ -301,6 +319,17 @@ def test_sudo_only_named_admins(host, sudoers):
             else:
                 grantees.add(who)
     assert grantees <= named, f"sudo rules reach {sorted(grantees - named)}"
+
+
+@pytest.mark.feature("base/sudo")
+@pytest.mark.controls("gs:OPS.1.1.2.A16", "gs:ORP.4.A2", "wiba:IT-Administration")
+def test_sudo_only_through_the_admin_group(host):
+    """No bootstrap rule (cloud-init's NOPASSWD:ALL) and nobody in Debian's sudo group: sudo is the
+    admin group's rule in /etc/sudoers.d/basisit, nothing else."""
+    extra = host.check_output("find /etc/sudoers.d -maxdepth 1 -type f ! -name basisit ! -name README -printf '%f\\n'")
+    assert not extra.strip(), f"sudo rule files besides basisit: {extra.split()}"
+    members = host.check_output("getent group sudo").split(":")[3]
+    assert not words(members), f"members of Debian's sudo group: {members}"
 
 
 # --- automatic security updates -------------------------------------------------------------

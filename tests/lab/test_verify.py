@@ -256,3 +256,39 @@ def test_ssh_from_the_zentral_gateway_admitted_fails_with_controls(site):
     assert [r["nodeid"] for r in bad] and all(f"{zgw.name}-nalbach-dc1" in r["nodeid"] for r in bad), bad
     assert all({"gs:OPS.1.1.2.A16", "gs:NET.1.1.A21"} <= set(r["controls"]) for r in bad)
     assert "broken-on-purpose" not in lab.ssh(dc, "nft list ruleset").stdout
+
+
+def test_removed_admin_and_bootstrap_sudo_rule_fail_then_converge_removes_them(site):
+    """A former admin (account, key, admin group) and cloud-init's NOPASSWD rule: both checks fail
+    with their controls, and the next converge of base removes both."""
+    lab, state = site
+    dc = host_address(lab, "nalbach-dc1")
+    plant = (
+        "useradd -m -u 2999 -G basisit-admins -s /bin/bash ops-former"
+        " && install -d -m 0700 -o ops-former /home/ops-former/.ssh"
+        " && echo 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKnownFormerAdminKeyForTheLabTestOnly0000 former'"
+        " > /home/ops-former/.ssh/authorized_keys"
+        " && echo 'ops-ego ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/90-cloud-init-users"
+        " && chmod 0440 /etc/sudoers.d/90-cloud-init-users"
+    )
+    r = lab.ssh(dc, plant)
+    assert r.returncode == 0, r.stderr
+    try:
+        p, doc = verify(state, "--jobs", "2", "--", "-k", "unlisted_person or admin_group or sudo_only")
+        assert p.returncode == 1
+        bad = {r["test_id"]: r for r in failing(doc) if r["host"] == "nalbach-dc1"}
+        assert {
+            "test_base::test_no_local_account_of_an_unlisted_person",
+            "test_base::test_admin_group_only_named_admins",
+            "test_base::test_sudo_only_through_the_admin_group",
+            "test_base::test_sudo_only_named_admins",
+        } <= set(bad), sorted(bad)
+        assert "gs:ORP.4.A2" in bad["test_base::test_no_local_account_of_an_unlisted_person"]["controls"]
+        assert "gs:OPS.1.1.2.A16" in bad["test_base::test_sudo_only_through_the_admin_group"]["controls"]
+        healed, _ = playbook.run(lab, "--tags", "admins,sudo", limit="nalbach-dc1")
+        assert healed.returncode == 0, healed.stdout[-4000:]
+    finally:
+        lab.ssh(dc, "userdel -r -f ops-former 2>/dev/null; rm -f /etc/sudoers.d/90-cloud-init-users; true")
+    left = lab.ssh(dc, "getent passwd ops-former; ls /home; ls /etc/sudoers.d").stdout
+    assert "ops-former" not in left and "90-cloud-init-users" not in left, left
+    assert "ops-former" in healed.stdout and "90-cloud-init-users" in healed.stdout  # the converge removed them
