@@ -54,10 +54,12 @@ class Lab:
             raise AssertionError(f"basisit {' '.join(args)} exited {p.returncode}:\n{p.stdout}\n{p.stderr}")
         return p
 
-    def ssh(self, address: str, command: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    def ssh(
+        self, address: str, command: str, timeout: float = 30, input: str | None = None
+    ) -> subprocess.CompletedProcess:
         from basisit.lab import ssh
 
-        return ssh.run(self.state, address, command, timeout=timeout)
+        return ssh.run(self.state, address, command, input=input, timeout=timeout)
 
 
 def _env() -> dict[str, str]:
