@@ -54,6 +54,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--zentral", action="store_true", help="also zentral (always with --all)")
     p.add_argument("--parallel", type=int, default=2, metavar="N", help="sites checked at once (default 2)")
     p.add_argument("--no-dashboard", action="store_true", help="skip rendering the dashboard")
+    p.add_argument(
+        "--cloud",
+        action="store_true",
+        help="the cloud tenants instead of the hosts: a dry-run Pulumi refresh per stack (basisit/drift/cloud.py)",
+    )
     p.add_argument("--timeout", type=int, default=TIMEOUT, help=argparse.SUPPRESS)
     # Tests run their own playbook against their own Ansible inventory; the product runs site.yml.
     p.add_argument("--playbook", type=Path, default=PLAYBOOK, help=argparse.SUPPRESS)
@@ -217,14 +222,19 @@ def cmd_drift(args: argparse.Namespace) -> int:
     run_id = started.strftime("%Y%m%dT%H%M%S") + f"{started.microsecond // 1000:03d}Z"
     out_dir = state / "reports" / "drift" / run_id
     out_dir.mkdir(parents=True, exist_ok=True)
-    runner = Runner(
-        playbook=args.playbook.resolve(),
-        ansible_inventory=(args.ansible_inventory or inventory / "basisit.yml").resolve(),
-        inventory=inventory,
-        state=state,
-        out_dir=out_dir,
-        timeout=args.timeout,
-    )
+    if args.cloud:
+        from basisit.drift.cloud import CloudRunner
+
+        runner = CloudRunner(state, out_dir)
+    else:
+        runner = Runner(
+            playbook=args.playbook.resolve(),
+            ansible_inventory=(args.ansible_inventory or inventory / "basisit.yml").resolve(),
+            inventory=inventory,
+            state=state,
+            out_dir=out_dir,
+            timeout=args.timeout,
+        )
     return run(runner, estate, state, sites, run_id, started, args.parallel, not args.no_dashboard, waiver_list)
 
 
@@ -233,7 +243,9 @@ def run(runner: Runner, estate, state: Path, sites: list[str], run_id: str, star
     from basisit.verify import history
 
     t0 = time.monotonic()
-    print(f"drift run {run_id}: {', '.join(sites)} (check mode with diff); logs in {runner.out_dir}", flush=True)
+    source = "hosts" if isinstance(runner, Runner) else "cloud"
+    how = "check mode with diff" if source == "hosts" else "dry-run Pulumi refresh"
+    print(f"drift run {run_id}: {', '.join(sites)} ({how}); logs in {runner.out_dir}", flush=True)
     with ThreadPoolExecutor(max_workers=parallel) as pool:
         results = list(pool.map(runner.run, sites))
     scrub(results, state / "secrets")
@@ -245,7 +257,8 @@ def run(runner: Runner, estate, state: Path, sites: list[str], run_id: str, star
         "finished": finished.isoformat(timespec="seconds"),
         "duration": round(time.monotonic() - t0, 2),
         "selection": sites,
-        "playbook": str(runner.playbook),
+        "source": source,
+        "playbook": str(runner.playbook) if source == "hosts" else None,
         "exit_status": status,
         "report_dir": str(runner.out_dir),
         "changes": sum(len(s["changes"]) for s in results),
@@ -265,7 +278,9 @@ def run(runner: Runner, estate, state: Path, sites: list[str], run_id: str, star
     return status
 
 
-def describe(changes: int, hosts: int) -> str:
+def describe(changes: int, hosts: int, source: str = "hosts") -> str:
+    if source == "cloud":
+        return f"{changes} resource{'s' if changes != 1 else ''} changed"
     return f"{changes} change{'s' if changes != 1 else ''} on {hosts} host{'s' if hosts != 1 else ''}"
 
 
@@ -279,7 +294,7 @@ def _print_summary(results: list[dict], run: dict, index: Path | None) -> None:
         if s["error"]:
             extra += f", run incomplete: {s['error']}"
         print(
-            f"{s['kommune']}: drift: {describe(len(s['changes']), len(s['hosts_drifted']))}{extra} ({s['seconds']:.1f} s)"
+            f"{s['kommune']}: {'cloud ' if run['source'] == 'cloud' else ''}drift: {describe(len(s['changes']), len(s['hosts_drifted']), run['source'])}{extra} ({s['seconds']:.1f} s)"
         )
         for c in s["changes"]:
             what = f" {c['resource']}" if c["resource"] else ""
@@ -293,6 +308,6 @@ def _print_summary(results: list[dict], run: dict, index: Path | None) -> None:
         for u in s["unreachable"]:
             print(f"UNREACHABLE {u['host']}: {u['message'].splitlines()[0] if u['message'] else ''}")
     print(
-        f"drift run {run['id']}: {describe(run['changes'], run['hosts_drifted'])} in {len(results)} site(s), "
+        f"drift run {run['id']}: {describe(run['changes'], run['hosts_drifted'], run['source'])} in {len(results)} site(s), "
         f"{run['duration']:.1f} s; report {run['report_dir']}/drift.json" + (f"; dashboard {index}" if index else "")
     )

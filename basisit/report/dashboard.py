@@ -86,6 +86,7 @@ def build(estate: Estate, state: Path, waiver_list: list[wv.Waiver], today: dt.d
     db = history.path_in(state)
     latest = history.latest(db)
     drift = history.latest_drift(db)
+    cloud = history.latest_drift(db, "cloud")
     slugs = list(estate.kommunen)
     kommunen = []
     families: dict[str, dict] = defaultdict(lambda: {"checks": 0, "kommunen": set(), "controls": set()})
@@ -133,6 +134,7 @@ def build(estate: Estate, state: Path, waiver_list: list[wv.Waiver], today: dt.d
                 "unreachable": _unreachable_hosts(results),
                 "waivers": kw,
                 "drift": _drift_of(drift.get(slug)),
+                "cloud_drift": _drift_of(cloud.get(slug)),
                 "zones": [z.to_dict() for z in site.zones.values()],
                 "hosts": [h.to_dict() | {"realised": bool(facts and h.name in facts["hosts"])} for h in site.hosts],
             }

@@ -68,7 +68,8 @@ CREATE TABLE IF NOT EXISTS drift_runs (
     hosts INTEGER NOT NULL,       -- hosts with at least one change
     exit_status INTEGER NOT NULL,
     report_dir TEXT NOT NULL,
-    seconds REAL NOT NULL
+    seconds REAL NOT NULL,
+    source TEXT NOT NULL DEFAULT 'hosts'  -- 'hosts' (ansible check mode) or 'cloud' (Pulumi refresh preview)
 );
 CREATE TABLE IF NOT EXISTS drift_kommunen (
     run_id TEXT NOT NULL REFERENCES drift_runs(id),
@@ -79,6 +80,7 @@ CREATE TABLE IF NOT EXISTS drift_kommunen (
     unreachable INTEGER NOT NULL, -- hosts that did not answer
     error TEXT,                   -- the run did not complete (NULL: it did)
     seconds REAL NOT NULL,
+    source TEXT NOT NULL DEFAULT 'hosts',
     PRIMARY KEY (run_id, kommune)
 );
 CREATE TABLE IF NOT EXISTS drift_changes (
@@ -105,6 +107,9 @@ def _migrate(con: sqlite3.Connection) -> None:
     """Bring a database written by an older basisit up to SCHEMA (in one transaction: a second
     run opening the database at the same time waits, then finds it migrated)."""
     con.execute("BEGIN IMMEDIATE")
+    for table in ("drift_runs", "drift_kommunen"):  # drift tables from before cloud drift
+        if "source" not in {r["name"] for r in con.execute(f"PRAGMA table_info({table})")}:
+            con.execute(f"ALTER TABLE {table} ADD COLUMN source TEXT NOT NULL DEFAULT 'hosts'")
     cols = {r["name"] for r in con.execute("PRAGMA table_info(runs)")}
     if "partial" not in cols:  # databases written before runs could be partial
         con.execute("ALTER TABLE runs ADD COLUMN partial INTEGER NOT NULL DEFAULT 0")
@@ -273,8 +278,8 @@ def append_drift(db: Path, run: dict, sites: list[dict]) -> None:
     duration; sites: per site its changes, failed and unreachable items, as basisit.drift.cli makes them)."""
     with connect(db) as con:
         con.execute(
-            "INSERT INTO drift_runs (id, started, finished, selection, changes, hosts, exit_status, report_dir, seconds) "
-            "VALUES (?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO drift_runs (id, started, finished, selection, changes, hosts, exit_status, report_dir, seconds, "
+            "source) VALUES (?,?,?,?,?,?,?,?,?,?)",
             (
                 run["id"],
                 run["started"],
@@ -285,12 +290,13 @@ def append_drift(db: Path, run: dict, sites: list[dict]) -> None:
                 run["exit_status"],
                 run["report_dir"],
                 run["duration"],
+                run.get("source", "hosts"),
             ),
         )
         for s in sites:
             con.execute(
-                "INSERT INTO drift_kommunen (run_id, kommune, changes, hosts, failed, unreachable, error, seconds) "
-                "VALUES (?,?,?,?,?,?,?,?)",
+                "INSERT INTO drift_kommunen (run_id, kommune, changes, hosts, failed, unreachable, error, seconds, "
+                "source) VALUES (?,?,?,?,?,?,?,?,?)",
                 (
                     run["id"],
                     s["kommune"],
@@ -300,6 +306,7 @@ def append_drift(db: Path, run: dict, sites: list[dict]) -> None:
                     len({u["host"] for u in s["unreachable"]}),
                     s["error"],
                     s["seconds"],
+                    run.get("source", "hosts"),
                 ),
             )
             con.executemany(
@@ -326,14 +333,16 @@ def append_drift(db: Path, run: dict, sites: list[dict]) -> None:
             )
 
 
-def latest_drift(db: Path) -> dict[str, dict]:
-    """Per site: its most recent drift run's counts and items (changes, failed, unreachable)."""
+def latest_drift(db: Path, source: str = "hosts") -> dict[str, dict]:
+    """Per site: its most recent drift run's counts and items (changes, failed, unreachable), of
+    the hosts (`hosts`) or of the cloud tenant (`cloud`)."""
     if not db.exists():
         return {}
     with connect(db) as con:
         rows = con.execute(
             "SELECT dk.*, dr.started FROM drift_kommunen dk JOIN drift_runs dr ON dr.id = dk.run_id "
-            "ORDER BY dr.started, dk.run_id"
+            "WHERE dk.source = ? ORDER BY dr.started, dk.run_id",
+            (source,),
         ).fetchall()
         out: dict[str, dict] = {r["kommune"]: dict(r) for r in rows}
         for k, row in out.items():

@@ -335,3 +335,70 @@ def test_product_path_site_yml_unreachable_hosts_exit_3(tmp_path):
     assert doc["run"]["playbook"] == str(ROOT / "playbooks" / "site.yml")
     index = (state / "reports" / "dashboard" / "index.html").read_text(encoding="utf-8")
     assert 'href="kommune/nalbach.html#drift">unreachable</a>' in index
+
+
+def test_cloud_drift_that_cannot_run_is_an_incomplete_run(tmp_path):
+    """--cloud without a reachable Pulumi backend (no CLI here, or a local backend without the
+    stack): the run does not complete, says why, and is recorded as cloud drift, apart from the
+    hosts' drift. (The refresh itself needs the engine and a cloud; it is never faked.)"""
+    state = tmp_path / "state"
+    fake_facts(state, "nalbach")
+    backend = tmp_path / "pulumi-backend"
+    backend.mkdir()
+    env = os.environ | {
+        "PULUMI_BACKEND_URL": backend.as_uri(),
+        "PULUMI_HOME": str(tmp_path / "pulumi-home"),
+        "PULUMI_CONFIG_PASSPHRASE": "",
+        "PULUMI_SKIP_UPDATE_CHECK": "true",
+    }
+    p = subprocess.run(
+        [sys.executable, "-m", "basisit.cli", "--state", str(state), "drift", "--cloud", "--kommune", "nalbach"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "Traceback" not in p.stderr and "nalbach: cloud drift: 0 resources changed, run incomplete:" in p.stdout
+    (run,) = (state / "reports" / "drift").glob("*/drift.json")
+    doc = json.loads(run.read_text(encoding="utf-8"))
+    assert doc["run"]["source"] == "cloud" and doc["kommunen"][0]["error"]
+    db = history.path_in(state)
+    assert history.latest_drift(db, "cloud")["nalbach"]["error"] and "nalbach" not in history.latest_drift(db)
+    index = (state / "reports" / "dashboard" / "index.html").read_text(encoding="utf-8")
+    assert 'href="kommune/nalbach.html#cloud-drift">cloud: incomplete</a>' in index
+
+
+class _Meta:
+    def __init__(self, op, urn, type_, diffs=None, detailed=None):
+        self.op, self.urn, self.type, self.diffs, self.detailed_diff = op, urn, type_, diffs, detailed
+
+
+class _Pre:
+    def __init__(self, md):
+        self.metadata = md
+
+
+class _Event:
+    def __init__(self, md, outputs=False):
+        self.resource_pre_event, self.res_outputs_event = (None, _Pre(md)) if outputs else (_Pre(md), None)
+
+
+def test_cloud_records_one_per_drifted_resource_names_properties_never_values():
+    """The selection of records from engine events (the SDK's OpType values): same/refresh/read and
+    the stack are no drift, a URN seen twice is one record, property names only."""
+    from pulumi.automation import OpType
+
+    from basisit.drift import cloud
+
+    urn = "urn:pulumi:nalbach::basisit-kommune::openstack:networking/port:Port::nalbach-gw-mgmt"
+    events = [
+        _Event(_Meta(OpType.SAME, "urn:pulumi:nalbach::p::pulumi:pulumi:Stack::x", "pulumi:pulumi:Stack")),
+        _Event(_Meta(OpType.REFRESH, urn, "openstack:networking/port:Port")),
+        _Event(_Meta(OpType.UPDATE, urn, "openstack:networking/port:Port", ["securityGroupIds"])),
+        _Event(
+            _Meta(OpType.UPDATE, urn, "openstack:networking/port:Port", ["securityGroupIds"], {"adminStateUp": {}}),
+            True,
+        ),
+        _Event(_Meta(OpType.DELETE, urn.replace("gw-mgmt", "dc1-disk"), "openstack:blockstorage/volume:Volume")),
+    ]
+    recs = cloud.records(events, "nalbach")
+    assert [(r["host"], r["action"]) for r in recs] == [("nalbach-gw-mgmt", "update"), ("nalbach-dc1-disk", "delete")]
+    assert recs[0]["diff"] == "changed: adminStateUp, securityGroupIds" and recs[0]["resource"] == urn
