@@ -75,8 +75,10 @@ def _resource(res: Mapping, task) -> str:
         args = {}
     for k in RESOURCE_KEYS:
         v = args.get(k)
+        if isinstance(v, list):  # argv
+            v = " ".join(map(str, v))
         if isinstance(v, (str, int)) and str(v) and "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER" not in str(v):
-            return str(v) if not isinstance(v, list) else " ".join(map(str, v))
+            return str(v)
     diff = res.get("diff")
     for d in diff if isinstance(diff, list) else [diff]:
         if isinstance(d, Mapping) and d.get("after_header"):
