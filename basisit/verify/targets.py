@@ -16,12 +16,14 @@ from a host that answers `true` is the remote command's own exit status.
 from __future__ import annotations
 
 import fcntl
+import fnmatch
 import hashlib
 import json
 import os
 import re
 import shlex
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -186,6 +188,85 @@ def hosts_of(estate: Estate, state: Path, slugs: list[str], check_zentral: bool 
                 )
             )
     return out
+
+
+class SelectionError(Exception):
+    """`--hosts` names no host, another scheme than ansible://, or an inventory Ansible cannot read."""
+
+
+HOSTS_SCHEME = "ansible://"
+
+
+def ansible_inventory(source: Path, state: Path, ansible_config: Path | None = None) -> dict:
+    """`ansible-inventory --list` of `source` (the basisit inventory plugin, with the site facts
+    of `state`), run from this Python's bin directory as testinfra's ansible backend runs it."""
+    env = {**os.environ, "BASISIT_STATE": str(state), "ANSIBLE_VERBOSITY": "0"}
+    if ansible_config is not None and "ANSIBLE_CONFIG" not in os.environ:
+        env["ANSIBLE_CONFIG"] = str(ansible_config)
+    cmd = [str(Path(sys.executable).parent / "ansible-inventory"), "-i", str(source), "--list"]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, stdin=subprocess.DEVNULL)
+    if p.returncode != 0:
+        raise SelectionError(f"ansible-inventory -i {source} failed:\n{p.stderr.strip()}")
+    return json.loads(p.stdout)
+
+
+def _group_hosts(inventory: dict, group: str, seen: set[str]) -> set[str]:
+    if group in seen:
+        return set()
+    seen.add(group)
+    g = inventory.get(group, {})
+    out = set(g.get("hosts", []))
+    for child in g.get("children", []):
+        out |= _group_hosts(inventory, child, seen)
+    return out
+
+
+def match_hosts(inventory: dict, pattern: str) -> set[str]:
+    """The hosts an `ansible://PATTERN` names, as testinfra's AnsibleRunner.get_hosts matches:
+    every host of each group whose name matches the glob (children included), and every host
+    whose name matches it."""
+    out: set[str] = set()
+    for group, data in inventory.items():
+        if group == "_meta":
+            continue
+        if fnmatch.fnmatch(group, pattern):
+            out |= _group_hosts(inventory, group, set())
+        out |= {h for h in data.get("hosts", []) if fnmatch.fnmatch(h, pattern)}
+    return out
+
+
+def select_hosts(specs: str, inventory: dict) -> list[str]:
+    """The host names of testinfra's `--hosts` (comma-separated `ansible://PATTERN`s)."""
+    names: set[str] = set()
+    for spec in (s.strip() for s in specs.split(",")):
+        if not spec.startswith(HOSTS_SCHEME):
+            raise SelectionError(
+                f"--hosts {spec!r}: expected ansible://PATTERN (a group such as a Kommune slug, wave_modell, "
+                "ad_dc, or a host name; globs allowed); the connection is the ssh_config basisit writes from "
+                "the site facts, so other schemes (ssh://, local://, ...) are not used"
+            )
+        pattern = spec.removeprefix(HOSTS_SCHEME) or "all"
+        found = match_hosts(inventory, pattern)
+        if not found:
+            raise SelectionError(f"--hosts {spec!r}: no group or host of the inventory matches {pattern!r}")
+        names |= found
+    return sorted(names)
+
+
+def selected_hosts(estate: Estate, state: Path, names: list[str]) -> list[Host]:
+    """`hosts_of` for the realised sites of `names`: those of their hosts the site facts list are
+    checked, every other realised host is a probe source or destination only (`check=False`).
+    Raises SelectionError for a name that is not a host of the model."""
+    site_of = {h.name: s.slug for s in estate.sites for h in s.hosts}
+    unknown = [n for n in names if n not in site_of]
+    if unknown:
+        raise SelectionError(f"--hosts: {', '.join(unknown)}: not hosts of the basisit model")
+    sites = sorted({site_of[n] for n in names})
+    hosts = hosts_of(estate, state, [s for s in sites if sitefacts.read(state, s, estate) is not None])
+    wanted = set(names)
+    for h in hosts:
+        h.check = h.name in wanted
+    return hosts
 
 
 def _common_options(args: str) -> list[tuple[str, str]]:
