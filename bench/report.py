@@ -107,16 +107,67 @@ def rows() -> list[tuple[str, str, str, str, str]]:
             )
     s = _load("stacks.json")
     if s:
+        cpu = f"{s['cpu_seconds']:.1f} s CPU; " if "cpu_seconds" in s else ""
+        load = s.get("machine", {}).get("loadavg_1m")
+        prev = s.get("previous") or {}
+        was = (
+            f"; the run before: {prev['wall_seconds']:.1f} s"
+            + (f", {prev['cpu_seconds']:.1f} s CPU" if "cpu_seconds" in prev else "")
+            + f" ({prev.get('commit') or prev.get('note') or '?'}, {_date(prev.get('date', ''))})"
+            if prev.get("wall_seconds")
+            else ""
+        )
         out.append(
             (
-                f"Pulumi mock run, {s['stacks']} stacks",
+                f"Pulumi mock run, {s['stacks']} stacks in one process",
                 f"{s['wall_seconds']:.1f} s",
-                f"{s['resources_total']} resources; per stack mean {s['per_stack_seconds']['mean']:.2f} s, "
-                f"max {s['per_stack_seconds']['max']:.2f} s",
+                f"{cpu}{s['resources_total']} resources; per stack mean {s['per_stack_seconds']['mean']:.2f} s, "
+                f"max {s['per_stack_seconds']['max']:.2f} s" + (f"; load {load:.1f}" if load is not None else "") + was,
                 _machine(s.get("machine", {})),
                 _date(s.get("date", "")),
             )
         )
+    va = _load("validate.json")
+    labels = {
+        "shipped": "`basisit inventory validate`, the shipped inventory",
+        "big_10mb": "validate refuses a 10 MB Kommune file",
+        "alias_bomb": "validate refuses a YAML alias bomb",
+        "oversized": "validate refuses a file over the size limit",
+    }
+    for key, label in labels.items():
+        r = (va.get("results") or {}).get(key)
+        if not r:
+            continue
+        size = f"{r['file_bytes'] / 1e6:.1f} MB file; " if r.get("file_bytes", 0) > 1e6 else ""
+        n = r.get("error_lines", 0)
+        errors = f"{n} error line{'' if n == 1 else 's'}; " if n else ""
+        out.append(
+            (
+                f"{label} (median of {va.get('repeat', '?')})",
+                f"{r['seconds']:.1f} s",
+                f"{r['cpu_seconds']:.2f} s CPU; {size}peak RSS {r['peak_rss_mib']:.0f} MiB; {errors}"
+                f"exit {r['exit_status']}; load {va.get('machine', {}).get('loadavg_1m', 0):.1f}",
+                _machine(va.get("machine", {})),
+                _date(va.get("date", "")),
+            )
+        )
+    i = _load("inventory.json")
+    if i:
+        hb = i["hostvars_bytes"]
+        out.append(
+            (
+                f"`ansible-inventory -i inventory --list`, {i['hosts']} hosts (median of {i['repeat']})",
+                f"{i['seconds_median']:.1f} s",
+                f"{i['cpu_seconds_median']:.1f} s CPU; output {i['output_bytes'] / 1e6:.1f} MB; hostvars per host "
+                f"max {hb['max'] / 1024:.1f} KB ({hb['max_host']}), median {hb['median'] / 1024:.1f} KB, "
+                f"{hb['hosts_over_target']} hosts over {i['targets']['hostvars_bytes_per_host'] / 1024:.0f} KB; "
+                f"load {i['machine'].get('loadavg_1m', 0):.1f}",
+                _machine(i.get("machine", {})),
+                _date(i.get("date", "")),
+            )
+        )
+    else:
+        out.append(("`ansible-inventory -i inventory --list`", "not measured", "", "", ""))
     r = ro.get("scale")
     if r:
         detail = "; ".join(x for x in (r.get("summary", ""), _mem(r)) if x)
@@ -145,13 +196,20 @@ def render() -> str:
         "  scale runs; memory is PSS summed over each lab machine's processes.",
         "- `bench/verify.py`: `basisit verify` throughput on a converged lab.",
         "- `bench/stacks.py`: every Pulumi program run with the engine's mocks.",
+        "- `bench/validate.py`: `basisit inventory validate` on the shipped inventory and on hostile input.",
+        "- `bench/inventory.py`: `ansible-inventory --list` of the estate (what every playbook pays before",
+        "  its first task) and the size of the hostvars it carries.",
         "",
         "| what | figure | detail | machine | date |",
         "|---|---|---|---|---|",
     ]
     for r in rows():
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |")
-    notes = [n for n in (_load(f).get("note") for f in ("verify.json", "stacks.json")) if n]
+    notes = [
+        n
+        for n in (_load(f).get("note") for f in ("verify.json", "stacks.json", "validate.json", "inventory.json"))
+        if n
+    ]
     notes += [f"{k}: {r['note']}" for k, r in (_load("rollout.json").get("results") or {}).items() if r.get("note")]
     if notes:
         lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]

@@ -1,0 +1,156 @@
+"""Benchmark: `ansible-inventory -i inventory --list` for the whole estate, and what it prints.
+
+Every `ansible-playbook` run pays for the inventory before its first task. Writes
+bench/results/inventory.json: wall and CPU time of N runs (median, all), the size of the
+`--list` output, and the hostvars per host (compact JSON bytes of `_meta.hostvars[host]`, which
+includes what the host inherits from its groups): max with its host, median, the hosts above
+the 10 KB target, and per variable its largest size, its host and its total over all hosts.
+
+The runs read a fresh, empty state directory (no site facts), so the figures do not depend on
+which lab happens to be up; `--state DIR` measures with a real one.
+
+    .venv/bin/python bench/inventory.py [--repeat N] [--state DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench" / "results" / "inventory.json"
+TARGET_SECONDS = 1.0
+TARGET_HOSTVARS_BYTES = 10 * 1024
+
+
+def _compact(v: object) -> int:
+    return len(json.dumps(v, separators=(",", ":"), sort_keys=True).encode())
+
+
+def machine() -> dict:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from stacks import machine as stacks_machine
+
+    m = stacks_machine()
+    m.pop("pulumi", None)
+    m.pop("pulumi_openstack", None)
+    from importlib.metadata import version
+
+    m["ansible_core"] = version("ansible-core")
+    return m
+
+
+def run_once(state: Path) -> tuple[float, float, bytes]:
+    """One `ansible-inventory --list`: (wall s, CPU s of the child, stdout)."""
+    env = dict(os.environ, BASISIT_STATE=str(state), ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "ansible-inventory"), "-i", "inventory", "--list"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        check=False,
+    )
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr.decode(errors="replace"))
+        raise SystemExit(f"ansible-inventory failed (exit {proc.returncode})")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, proc.stdout
+
+
+def describe(listing: dict) -> dict:
+    """Sizes of the hostvars: per host and per variable."""
+    hostvars: dict[str, dict] = listing["_meta"]["hostvars"]
+    per_host = {h: _compact(v) for h, v in hostvars.items()}
+    biggest = max(per_host, key=lambda h: per_host[h])
+    by_var: dict[str, dict] = defaultdict(lambda: {"max_bytes": 0, "host": "", "total_bytes": 0, "hosts": 0})
+    for h, hv in hostvars.items():
+        for k, v in hv.items():
+            n = _compact(v)
+            e = by_var[k]
+            e["total_bytes"] += n
+            e["hosts"] += 1
+            if n > e["max_bytes"]:
+                e["max_bytes"], e["host"] = n, h
+    top = sorted(per_host.items(), key=lambda kv: (-kv[1], kv[0]))
+    return {
+        "hosts": len(hostvars),
+        "groups": len([g for g in listing if g != "_meta"]),
+        "hostvars_bytes": {
+            "max": per_host[biggest],
+            "max_host": biggest,
+            "median": statistics.median(per_host.values()),
+            "total": sum(per_host.values()),
+            "largest_hosts": dict(top[:8]),
+            "hosts_over_target": sum(1 for n in per_host.values() if n > TARGET_HOSTVARS_BYTES),
+            "biggest_host_by_var": dict(
+                sorted(((k, _compact(v)) for k, v in hostvars[biggest].items()), key=lambda kv: -kv[1])
+            ),
+        },
+        "by_var": dict(sorted(by_var.items(), key=lambda kv: -kv[1]["total_bytes"])),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=5, help="runs to time (default 5)")
+    ap.add_argument("--state", type=Path, help="state directory to read site facts from (default: a fresh, empty one)")
+    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--note", default="", help="a note shown under the benchmark table")
+    args = ap.parse_args()
+
+    walls, cpus, outputs = [], [], set()
+    with tempfile.TemporaryDirectory(prefix="basisit-bench-inventory-") as tmp:
+        state = args.state.resolve() if args.state else Path(tmp)
+        for _ in range(args.repeat):
+            wall, cpu, out = run_once(state)
+            walls.append(wall)
+            cpus.append(cpu)
+            outputs.add(out)
+    if len(outputs) != 1:
+        raise SystemExit("ansible-inventory --list printed different output on two runs")
+    out = outputs.pop()
+    listing = json.loads(out)
+    desc = describe(listing)
+    doc = {
+        "benchmark": "ansible-inventory -i inventory --list for the whole estate, one fresh process per run",
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "state": "given" if args.state else "empty (no site facts)",
+        "repeat": args.repeat,
+        "targets": {"seconds_median": TARGET_SECONDS, "hostvars_bytes_per_host": TARGET_HOSTVARS_BYTES},
+        "seconds_median": round(statistics.median(walls), 3),
+        "seconds_all": [round(w, 3) for w in walls],
+        "cpu_seconds_median": round(statistics.median(cpus), 3),
+        "cpu_seconds_all": [round(c, 3) for c in cpus],
+        "output_bytes": len(out),
+        **desc,
+        "machine": machine(),
+    }
+    if args.note:
+        doc["note"] = args.note
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    hb = desc["hostvars_bytes"]
+    print(
+        f"ansible-inventory --list: median {doc['seconds_median']} s wall, {doc['cpu_seconds_median']} s CPU; "
+        f"{len(out) / 1e6:.1f} MB for {desc['hosts']} hosts; hostvars max {hb['max'] / 1024:.1f} KB "
+        f"({hb['max_host']}), median {hb['median'] / 1024:.1f} KB -> {args.out}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
