@@ -22,12 +22,16 @@ change nothing in what is registered are cut while a mock run lasts (`fast_runti
   of cyclic garbage per resource): replaced by the same walk as a module-level function;
 - `pulumi.runtime.resource._get_stack_trace` (the source position sent with every registration)
   read every frame's source line and built a `pathlib.Path` per frame: replaced by a walk that
-  builds the same message from the frames, with each file's URI computed once.
+  builds the same message from the frames, with each file's URI computed once;
+- every monitor call went through a thread pool (`run_in_executor`): the mock monitor answers
+  at once, so it is called inline (`InlineExecutor`), in the order the runtime asks.
 tests/unit/test_stacks.py proves the replacements return what the SDK's own functions return.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import gc
 import os
 import pathlib
@@ -48,7 +52,7 @@ from pulumi.runtime import settings as psettings
 from pulumi.runtime.config import set_all_config
 from pulumi.runtime.proto import source_pb2
 from pulumi.runtime.stack import run_pulumi_func
-from pulumi.runtime.sync_await import _sync_await
+from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 
 from basisit.cloud import config as cloud_config
 from basisit.model import Estate, Site
@@ -184,10 +188,49 @@ def stack_trace() -> source_pb2.StackTrace:
     return source_pb2.StackTrace(frames=frames)
 
 
+class InlineExecutor(concurrent.futures.ThreadPoolExecutor):
+    """Runs the SDK's monitor calls (`run_in_executor`) on the calling thread, one at a time.
+
+    The mock monitor answers at once, so a worker thread only adds a hand-over per call. The
+    monitor awaits its own serialisation with `_sync_await`; it gets a private event loop for
+    that, as a worker thread would, and the outer loop is back in place when the call returns.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1)  # the type the loop requires; no thread is ever started
+        self._loop = asyncio.new_event_loop()
+
+    def submit(self, fn, /, *args, **kwargs) -> concurrent.futures.Future:
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        running = asyncio.events._get_running_loop()
+        policy = asyncio.get_event_loop_policy()
+        outer = policy.get_event_loop()
+        asyncio.events._set_running_loop(None)
+        policy.set_event_loop(self._loop)
+        try:
+            fut.set_result(fn(*args, **kwargs))
+        except BaseException as e:  # handed to the awaiting coroutine, as a worker thread does
+            fut.set_exception(e)
+        finally:
+            policy.set_event_loop(outer)
+            asyncio.events._set_running_loop(running)
+        return fut
+
+
+_INLINE: InlineExecutor | None = None
+
+
 @contextmanager
 def fast_runtime() -> Iterator[None]:
-    """While one stack runs: the collector paused (young generation collected once after) and the
-    SDK's `contains_unknowns` and `_get_stack_trace` replaced by the equivalents above."""
+    """While one stack runs: the collector paused (young generation collected once after), the
+    monitor called inline, and the SDK's `contains_unknowns` and `_get_stack_trace` replaced by
+    the equivalents above."""
+    global _INLINE
+    if _INLINE is None:
+        _INLINE = InlineExecutor()
+    loop = _ensure_event_loop()
+    executor = getattr(loop, "_default_executor", None)
+    loop.set_default_executor(_INLINE)
     saved = prpc.contains_unknowns, presource._get_stack_trace
     prpc.contains_unknowns, presource._get_stack_trace = contains_unknowns, stack_trace
     enabled = gc.isenabled()
@@ -196,6 +239,7 @@ def fast_runtime() -> Iterator[None]:
         yield
     finally:
         prpc.contains_unknowns, presource._get_stack_trace = saved
+        loop._default_executor = executor
         if enabled:
             gc.enable()
             gc.collect(0)

@@ -9,6 +9,7 @@ import pulumi
 import pytest
 from pulumi.runtime import resource as presource
 from pulumi.runtime import rpc as prpc
+from pulumi.runtime.sync_await import _ensure_event_loop
 
 from basisit.cloud import mockrun
 
@@ -79,13 +80,26 @@ def test_a_run_restores_the_sdk_and_the_collector():
         pulumi.CustomResource("test:index:Thing", "thing")
         return {"x": 1}
 
+    loop = _ensure_event_loop()
     before = prpc.contains_unknowns, presource._get_stack_trace
+    executor = getattr(loop, "_default_executor", None)
     assert mockrun.run_program(program, "p", "s", {}).outputs == {"x": 1}
     assert (prpc.contains_unknowns, presource._get_stack_trace) == before
+    assert getattr(loop, "_default_executor", None) is executor
     assert gc.isenabled()
     with pytest.raises(RuntimeError), mockrun.fast_runtime():
         assert prpc.contains_unknowns is mockrun.contains_unknowns
+        assert isinstance(loop._default_executor, mockrun.InlineExecutor)
         assert not gc.isenabled()
         raise RuntimeError("a program that fails")
     assert (prpc.contains_unknowns, presource._get_stack_trace) == before
+    assert getattr(loop, "_default_executor", None) is executor
     assert gc.isenabled()
+
+
+def test_the_inline_executor_hands_back_results_and_errors_like_a_worker():
+    ex = mockrun.InlineExecutor()
+    assert ex.submit(lambda a, b=0: a + b, 1, b=2).result() == 3
+    with pytest.raises(KeyError):
+        ex.submit({}.__getitem__, "x").result()
+    assert not ex._threads  # no thread was started
