@@ -85,11 +85,13 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
     resources: list[Recorded] = field(default_factory=list)
     calls: list[tuple[str, dict]] = field(default_factory=list)
+    names: set[str] = field(default_factory=set)  # of the resources, for the duplicate check
     preview: bool = False  # like the engine in preview: ids of new resources stay unknown
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
-        if any(r.name == args.name for r in self.resources):
+        if args.name in self.names:
             raise DuplicateResourceName(f"resource name {args.name!r} ({args.typ}) is used twice in one stack")
+        self.names.add(args.name)
         rid = f"{args.name}-id"
         self.resources.append(Recorded(args.typ, args.name, dict(args.inputs), args.provider, bool(args.custom), rid))
         state = dict(args.inputs)

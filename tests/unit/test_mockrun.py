@@ -22,23 +22,22 @@ def _cyclic() -> dict:
     return d
 
 
-@pytest.mark.parametrize(
-    "val",
-    [
-        None,
-        1,
-        "x",
-        UNKNOWN,
-        [1, "a", None],
-        [1, [2, [UNKNOWN]]],
-        {"a": {"b": [1, {"c": UNKNOWN}]}},
-        {"a": {"b": [1, {"c": 2}]}},
-        _cyclic(),
-        ({"k": UNKNOWN},),  # a tuple is not walked, by either
-        {"s": {UNKNOWN}},
-    ],
-    ids=repr,
-)
+CASES = {
+    "none": None,
+    "int": 1,
+    "str": "x",
+    "unknown": UNKNOWN,
+    "flat-list": [1, "a", None],
+    "unknown-deep-in-lists": [1, [2, [UNKNOWN]]],
+    "unknown-deep-in-dicts": {"a": {"b": [1, {"c": UNKNOWN}]}},
+    "known-deep": {"a": {"b": [1, {"c": 2}]}},
+    "cyclic-dict": _cyclic(),
+    "tuple-not-walked": ({"k": UNKNOWN},),
+    "set-not-walked": {"s": {UNKNOWN}},
+}
+
+
+@pytest.mark.parametrize("val", list(CASES.values()), ids=list(CASES))
 def test_contains_unknowns_is_the_sdks(val):
     assert mockrun.contains_unknowns(val) is prpc.contains_unknowns(val)
 
