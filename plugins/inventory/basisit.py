@@ -41,13 +41,11 @@ options:
 """
 
 EXAMPLES = r"""
-# inventory/basisit.yml (from the repository; ansible.cfg: inventory_plugins = plugins/inventory)
-plugin: basisit
-
-# An AWX inventory source (the collection egosaar.basisit and the basisit wheel installed)
+# An AWX inventory source (the collection egosaar.basisit and the basisit wheel installed);
+# the repository's inventory/basisit.yml says `plugin: basisit` (ansible.cfg: inventory_plugins).
 plugin: egosaar.basisit.basisit
 keyed_groups:
-  - key: basisit_host.asset.os | default(omit)
+  - key: basisit_host.asset.os | default('')
     prefix: os
 compose:
   basisit_kommune: basisit_site.slug
