@@ -29,7 +29,9 @@ options:
     required: true
     choices: [basisit, egosaar.basisit.basisit]
   inventory_dir:
-    description: The basisit inventory directory; relative paths are relative to this file.
+    description:
+      - The basisit inventory directory; relative paths are relative to this file.
+      - The source file is C(basisit.yml) in that directory, or C(<name>.basisit.yml) anywhere.
     type: str
     default: .
   state_dir:
@@ -131,7 +133,11 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         _set_firewall_vars(inv, estate, site, host, self._flows[site.slug])
 
     def verify_file(self, path: str) -> bool:
-        return super().verify_file(path) and os.path.basename(path) in ("basisit.yml", "basisit.yaml")
+        """basisit.yml in the model's directory, or `<name>.basisit.yml` anywhere (an AWX source
+        beside other sources) with inventory_dir pointing at the model; either plugin name."""
+        name = os.path.basename(path)
+        ours = name in ("basisit.yml", "basisit.yaml") or name.endswith((".basisit.yml", ".basisit.yaml"))
+        return super().verify_file(path) and ours
 
     def parse(self, inventory, loader, path, cache=True):
         super().parse(inventory, loader, path, cache)

@@ -276,3 +276,12 @@ def test_an_invalid_inventory_is_never_served_from_the_cache(tmp_path, inv, plug
     with pytest.raises(AnsibleParserError, match="basisit inventory validate"):
         parse(src)
     assert len(loads) == 2
+
+
+def test_a_named_source_outside_the_model_directory(tmp_path, inv):
+    """`<name>.basisit.yml` anywhere (an AWX source among others), inventory_dir at the model."""
+    src = tmp_path / "sources" / "estate.basisit.yml"
+    src.parent.mkdir()
+    src.write_text(f"plugin: egosaar.basisit.basisit\ninventory_dir: {inv}\n", encoding="utf-8")
+    data = inventory_list(tmp_path / "state", src)
+    assert "nalbach-dc1" in data["nalbach"]["hosts"] and len(data["kommunen"]["children"]) == 52
