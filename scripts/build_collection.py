@@ -2,9 +2,9 @@
 
     .venv/bin/python scripts/build_collection.py [--out DIR]     (make collection)
 
-Assembles collection/ (galaxy.yml, meta/runtime.yml, README.md) with roles/, plugins/ and
-playbooks/ into build/collection/egosaar/basisit/ and runs `ansible-galaxy collection build` on
-that tree, writing DIR/egosaar-basisit-<version>.tar.gz (default DIR: dist/). roles/ and
+Assembles collection/ (galaxy.yml, meta/runtime.yml, README.md, CHANGELOG.md) with roles/,
+plugins/ and playbooks/ into a temporary directory and runs `ansible-galaxy collection build` on
+that tree (nothing is left in the work tree but the tarball), writing DIR/egosaar-basisit-<version>.tar.gz (default DIR: dist/). roles/ and
 playbooks/ stay where they are, so the repository's own ansible.cfg keeps working unchanged.
 The collection's version must be the basisit package's: its plugins import that wheel.
 Exit status: 0 built (the tarball's path on stdout), 2 a version mismatch or a missing source.
@@ -16,6 +16,7 @@ import argparse
 import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 from pathlib import Path
 
@@ -39,8 +40,6 @@ def assemble(root: Path, tree: Path) -> dict:
             f"collection/galaxy.yml: version {galaxy.get('version')!r} is not the basisit package's "
             f"(pyproject.toml: {package!r}); the plugins need that wheel: set both to one version"
         )
-    if tree.exists():
-        shutil.rmtree(tree)
     shutil.copytree(root / "collection", tree)
     for name, ignore in CONTENT.items():
         shutil.copytree(root / name, tree / name, ignore=ignore)
@@ -48,12 +47,13 @@ def assemble(root: Path, tree: Path) -> dict:
 
 
 def build(root: Path, out: Path) -> Path:
-    tree = root / "build" / "collection" / "egosaar" / "basisit"
-    galaxy = assemble(root, tree)
-    out.mkdir(parents=True, exist_ok=True)
     galaxy_cli = Path(sys.executable).parent / "ansible-galaxy"
-    cmd = [str(galaxy_cli), "collection", "build", str(tree), "--output-path", str(out), "--force"]
-    p = subprocess.run(cmd, capture_output=True, text=True)
+    with tempfile.TemporaryDirectory(prefix="basisit-collection-") as tmp:
+        tree = Path(tmp) / "egosaar" / "basisit"
+        galaxy = assemble(root, tree)
+        out.mkdir(parents=True, exist_ok=True)  # only once the sources are consistent
+        cmd = [str(galaxy_cli), "collection", "build", str(tree), "--output-path", str(out), "--force"]
+        p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
         sys.stderr.write(p.stdout + p.stderr)
         raise SystemExit(1)

@@ -219,3 +219,22 @@ def test_ansible_builder_creates_the_execution_environment(installed, collection
     assert (tmp / "context" / "_build" / "basisit" / collection[0].name).is_file()
     assert "ansible.cli.galaxy collection install --offline -p /usr/share/ansible/collections" in text
     assert "/tmp/basisit/egosaar-basisit-*.tar.gz" in text
+
+
+def test_the_collection_is_not_built_at_another_version_than_the_wheel(tmp_path):
+    """The plugins import the wheel: a galaxy.yml version other than pyproject.toml's is refused."""
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(ROOT / "scripts" / "build_collection.py", tmp_path / "scripts")
+    shutil.copytree(ROOT / "collection", tmp_path / "collection")
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    galaxy = tmp_path / "collection" / "galaxy.yml"
+    galaxy.write_text(re.sub(r"(?m)^version: .*$", "version: 99.0.0", galaxy.read_text(encoding="utf-8")))
+    p = subprocess.run(
+        [sys.executable, str(tmp_path / "scripts" / "build_collection.py"), "--out", str(tmp_path / "dist")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 2, p.stderr
+    assert "collection/galaxy.yml: version '99.0.0' is not the basisit package's" in p.stderr
+    assert "Traceback" not in p.stderr and not (tmp_path / "dist").exists()
