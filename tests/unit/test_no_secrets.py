@@ -15,7 +15,10 @@ ASSIGNMENT = re.compile(
 )
 NOT_SECRET_SUFFIXES = ("_policy", "_length", "_age_days", "_settings")  # settings about secrets
 NOT_SECRET_KEYS = {"update_password"}  # ansible.builtin.user's switch (always / on_create)
-ALLOWED_VALUE = re.compile(r"(?i)(lookup|vault|\{\{|_file|_path|/|\.|changeme|example|none|null|true|false|\$)")
+# @SECRET@ is the placeholder the samba-tool wrapper replaces with the password it reads on stdin.
+ALLOWED_VALUE = re.compile(
+    r"(?i)(lookup|vault|\{\{|_file|_path|/|\.|changeme|example|none|null|true|false|\$|^@[A-Z_]+@)"
+)
 
 
 SELF = "tests/unit/test_no_secrets.py"  # holds the scanner's own positive samples
@@ -48,6 +51,8 @@ def test_scanner_finds_what_it_should():
     assert findings("x", 'RESTIC_PASSWORD="hunter2hunter2"')
     assert not findings("x", "ad_admin_password: \"{{ lookup('ansible.builtin.password', p) }}\"")
     assert not findings("x", "restic_password_file: /etc/restic/password")
+    assert not findings("x", "      - --password=@SECRET@")
+    assert findings("x", "      - --password=S3cret@xyz")
 
 
 @pytest.mark.skipif(not (ROOT / ".git").exists(), reason="not a git checkout")
