@@ -113,12 +113,6 @@ def pytest_collection_modifyitems(session, config, items):
     items.sort(key=key)  # stable: file order inside a module is kept
 
 
-# The Administrator password that failed `make lab` (issue 12, item 10): letters only, as
-# ansible.builtin.password could draw it. Seeded before the first converge: the domain does not
-# exist yet, so basisit_secret must replace it (with a warning) and the provision succeed.
-LETTERS_ONLY_ADMIN_PASSWORD = "bexbachlettersonlyPasswd"
-
-
 @pytest.fixture(scope="session")
 def converged(lab):
     """nalbach + zentral converged once by `playbooks/site.yml` (the first run's result and seconds)."""
@@ -126,7 +120,7 @@ def converged(lab):
 
     seeded = lab.state / "secrets" / "nalbach" / "ad-administrator"
     seeded.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
-    seeded.write_text(LETTERS_ONLY_ADMIN_PASSWORD + "\n", encoding="utf-8")
+    seeded.write_text(playbook.LETTERS_ONLY_ADMIN_PASSWORD + "\n", encoding="utf-8")
     first, seconds = playbook.run(lab)
     return lab, first, seconds
 

@@ -32,19 +32,17 @@ def test_first_run_converges(converged):
 
 def test_policy_violating_secret_replaced_before_provisioning(converged):
     """The letters-only Administrator password seeded by conftest was replaced, visibly, never shown."""
-    from conftest import LETTERS_ONLY_ADMIN_PASSWORD
-
     lab, first, _ = converged
     path = lab.state / "secrets" / "nalbach" / "ad-administrator"
     value = path.read_text(encoding="utf-8").strip()
-    assert value != LETTERS_ONLY_ADMIN_PASSWORD
+    assert value != playbook.LETTERS_ONLY_ADMIN_PASSWORD
     assert len(value) >= 12 and all(
         any(c in k for c in value) for k in (ascii_uppercase, ascii_lowercase, digits, "-._")
     )
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     text = " ".join((first.stdout + first.stderr).split())  # warnings may be wrapped
     assert "AD Administrator password of nalbach" in text and "regenerated" in text
-    assert LETTERS_ONLY_ADMIN_PASSWORD not in text and value not in text
+    assert playbook.LETTERS_ONLY_ADMIN_PASSWORD not in text and value not in text
 
 
 def test_second_run_changes_nothing(converged):
