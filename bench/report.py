@@ -108,6 +108,8 @@ def rows() -> list[tuple[str, str, str, str, str]]:
     s = _load("stacks.json")
     if s:
         cpu = f"{s['cpu_seconds']:.1f} s CPU; " if "cpu_seconds" in s else ""
+        if s.get("repeat", 1) > 1:
+            cpu = f"best of {s['repeat']}, median {s['wall_seconds_median']:.1f} s; " + cpu
         load = s.get("machine", {}).get("loadavg_1m")
         prev = s.get("previous") or {}
         was = (
