@@ -14,7 +14,9 @@ ASSIGNMENT = re.compile(
     r"""(?ix)\b([a-z_]*(password|passwd|secret|token|psk|private_key)[a-z_]*)\s*[:=]\s*["']?([^\s"'#{}]{8,})"""
 )
 NOT_SECRET_SUFFIXES = ("_policy", "_length", "_age_days", "_settings")  # settings about secrets
-NOT_SECRET_KEYS = {"update_password"}  # ansible.builtin.user's switch (always / on_create)
+# update_password: ansible.builtin.user's switch (always / on_create); letters_only_admin_password: the lab
+# tests' deliberately invalid seed (tests/lab/playbook.py) that basisit_secret must replace, never a real secret.
+NOT_SECRET_KEYS = {"update_password", "letters_only_admin_password"}
 # @SECRET@ is the placeholder the samba-tool wrapper replaces with the password it reads on stdin.
 ALLOWED_VALUE = re.compile(
     r"(?i)(lookup|vault|\{\{|_file|_path|/|\.|changeme|example|none|null|true|false|\$|^@[A-Z_]+@)"
