@@ -27,7 +27,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import re
 import shutil
 import sqlite3
@@ -36,6 +35,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from machine import describe  # bench/machine.py: bench/ is on sys.path when a benchmark runs
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -46,22 +47,7 @@ RECAP = re.compile(r"^(\S+)\s*:\s*ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+f
 
 
 def machine() -> dict:
-    cpu = next(
-        (
-            ln.split(":", 1)[1].strip()
-            for ln in Path("/proc/cpuinfo").read_text().splitlines()
-            if ln.startswith("model name")
-        ),
-        "",
-    )
-    mem = next(ln for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal"))
-    return {
-        "cpu": cpu,
-        "cpus": os.cpu_count(),
-        "mem_gib": round(int(mem.split()[1]) / 2**20, 1),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-    }
+    return describe()
 
 
 def env(state: Path, images: Path = IMAGES) -> dict[str, str]:

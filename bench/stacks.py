@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import platform
 import statistics
 import subprocess
@@ -22,28 +21,16 @@ from collections import Counter, defaultdict
 from importlib.metadata import version
 from pathlib import Path
 
+from machine import describe  # bench/machine.py: bench/ is on sys.path when a benchmark runs
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "stacks.json"
 
 
 def machine() -> dict:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cpus": os.cpu_count(),
-        "loadavg_1m": os.getloadavg()[0],
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "pulumi": version("pulumi"),
-        "pulumi_openstack": version("pulumi-openstack"),
-    }
+    return describe(
+        platform=platform.platform(), pulumi=version("pulumi"), pulumi_openstack=version("pulumi-openstack")
+    )
 
 
 def commit() -> str | None:

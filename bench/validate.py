@@ -22,7 +22,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -31,30 +30,17 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import describe  # bench/machine.py: bench/ is on sys.path when a benchmark runs
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "validate.json"
 BASISIT = [sys.executable, "-m", "basisit.cli"]
 
 
 def machine() -> dict:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import yaml
 
-    return {
-        "cpu": cpu,
-        "cpus": os.cpu_count(),
-        "loadavg_1m": round(os.getloadavg()[0], 2),
-        "python": platform.python_version(),
-        "pyyaml": yaml.__version__,
-        "libyaml": bool(yaml.__with_libyaml__),
-    }
+    return describe(pyyaml=yaml.__version__, libyaml=bool(yaml.__with_libyaml__))
 
 
 def run(inventory: Path, scratch: Path) -> dict:

@@ -14,25 +14,20 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from machine import describe  # bench/machine.py: bench/ is on sys.path when a benchmark runs
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "verify.json"
 
 
 def machine() -> dict:
-    cpu = ""
-    for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    return {"cpu": cpu, "cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0], "python": platform.python_version()}
+    return describe()
 
 
 def run(state: Path, select: list[str], jobs: int) -> dict:
