@@ -38,6 +38,14 @@ def estate_of(args: argparse.Namespace) -> Estate:
     return load_estate(args.inventory)
 
 
+def add_site_selection(p: argparse.ArgumentParser, what: str) -> None:
+    """--kommune/--wave/--all/--zentral, the same for every command that works on realised sites."""
+    p.add_argument("--kommune", action="append", metavar="SLUG", help=f"a Kommune to {what} (repeatable)")
+    p.add_argument("--wave", metavar="W", help="every realised Kommune of a rollout wave")
+    p.add_argument("--all", action="store_true", help="every realised Kommune, and zentral")
+    p.add_argument("--zentral", action="store_true", help=f"also {what} zentral's hosts (always with --all)")
+
+
 def select_sites(estate: Estate, slugs: list[str] | None, wave: str | None = None, all_: bool = False) -> list[str]:
     """Resolve --kommune/--wave/--all into slugs; unknown names are a usage error."""
     chosen: list[str] = []

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from basisit import sitefacts
-from basisit.cli import EXIT_FAIL, EXIT_INPUT, EXIT_OK, UsageError, estate_of, select_sites
+from basisit.cli import EXIT_FAIL, EXIT_INPUT, EXIT_OK, UsageError, add_site_selection, estate_of, select_sites
 from basisit.drift import redact
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -48,10 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="what a converge would change on realised Kommunen (check mode with diff): JSON, history, dashboard",
         description=__doc__.split("\n\n")[0],
     )
-    p.add_argument("--kommune", action="append", metavar="SLUG", help="a Kommune (repeatable)")
-    p.add_argument("--wave", metavar="W", help="every realised Kommune of a rollout wave")
-    p.add_argument("--all", action="store_true", help="every realised Kommune, and zentral")
-    p.add_argument("--zentral", action="store_true", help="also zentral (always with --all)")
+    add_site_selection(p, "check for drift")
     p.add_argument("--parallel", type=int, default=2, metavar="N", help="sites checked at once (default 2)")
     p.add_argument("--no-dashboard", action="store_true", help="skip rendering the dashboard")
     p.add_argument(

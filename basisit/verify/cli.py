@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from basisit import sitefacts
-from basisit.cli import EXIT_FAIL, EXIT_INPUT, EXIT_OK, UsageError, estate_of, select_sites
+from basisit.cli import EXIT_FAIL, EXIT_INPUT, EXIT_OK, UsageError, add_site_selection, estate_of, select_sites
 from basisit.verify import history, results, targets
 from basisit.verify import waivers as wv
 
@@ -43,10 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the compliance run: check realised Kommunen, write reports, history and dashboard",
         description=__doc__.split("\n\n")[0],
     )
-    p.add_argument("--kommune", action="append", metavar="SLUG", help="a Kommune to verify (repeatable)")
-    p.add_argument("--wave", metavar="W", help="every realised Kommune of a rollout wave")
-    p.add_argument("--all", action="store_true", help="every realised Kommune, and zentral")
-    p.add_argument("--zentral", action="store_true", help="also check zentral's hosts (always with --all)")
+    add_site_selection(p, "verify")
     p.add_argument("--jobs", "-j", type=int, default=max(2, os.cpu_count() or 2), help="parallel pytest workers")
     p.add_argument(
         "--connect-timeout",
