@@ -256,3 +256,20 @@ def read(state: Path, slug: str, estate: model.Estate | None = None) -> dict | N
 
 def remove(state: Path, slug: str) -> None:
     facts_path(state, slug).unlink(missing_ok=True)
+
+
+def realised_sites(state: Path, estate: model.Estate, sites: list[str], named: set[str]) -> tuple[list[str], list[str]]:
+    """(realised, left out) of `sites` for a run over them.
+
+    A site without facts is left out, unless the operator named it (`--kommune`, `--zentral`) or no
+    selected site is realised at all: then the run cannot mean anything and FactsError says how to
+    bring the site up.
+    """
+    unrealised = [s for s in sites if read(state, s, estate) is None]
+    if unrealised and (set(unrealised) & named or len(unrealised) == len(sites)):
+        bad = [s for s in unrealised if s in named] or unrealised
+        raise FactsError(
+            f"{', '.join(bad)}: not realised (no site facts in {facts_dir(state)}); "
+            "bring it up with `basisit lab up --kommune SLUG` or import a stack's facts with `basisit facts import`"
+        )
+    return [s for s in sites if s not in unrealised], unrealised

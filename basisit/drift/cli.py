@@ -197,23 +197,14 @@ def cmd_drift(args: argparse.Namespace) -> int:
         raise UsageError("nothing selected; name Kommunen with --kommune SLUG, a wave with --wave W, or --all")
     state = sitefacts.state_dir(args.state).resolve()
     sites = [*slugs, ZENTRAL] if with_zentral else slugs
+    named = set(args.kommune or []) | ({ZENTRAL} if args.zentral else set())
     try:
-        unrealised = [s for s in sites if sitefacts.read(state, s, estate) is None]
+        sites, unrealised = sitefacts.realised_sites(state, estate, sites, named)
     except sitefacts.FactsError as e:
         print(f"basisit: {e}", file=sys.stderr)
         return EXIT_INPUT
-    named = set(args.kommune or []) | ({ZENTRAL} if args.zentral else set())
-    if unrealised and (set(unrealised) & named or len(unrealised) == len(sites)):
-        bad = [s for s in unrealised if s in named] or unrealised
-        print(
-            f"basisit: {', '.join(bad)}: not realised (no site facts in {sitefacts.facts_dir(state)}); "
-            "bring it up with `basisit lab up --kommune SLUG` or import a stack's facts with `basisit facts import`",
-            file=sys.stderr,
-        )
-        return EXIT_INPUT
     if unrealised:
         print(f"not realised, left out: {', '.join(unrealised)}")
-    sites = [s for s in sites if s not in unrealised]
     inventory = Path(args.inventory).resolve()
     started = dt.datetime.now(dt.UTC)
     run_id = started.strftime("%Y%m%dT%H%M%S") + f"{started.microsecond // 1000:03d}Z"

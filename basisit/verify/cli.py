@@ -95,29 +95,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if not args.suite.is_dir():
         raise UsageError(f"{args.suite}: no such test suite directory")
     state = sitefacts.state_dir(args.state)
+    named = set(args.kommune or []) | ({"zentral"} if args.zentral else set())
     try:
-        unrealised = [s for s in slugs if sitefacts.read(state, s, estate) is None]
-        zentral_missing = args.check_zentral and sitefacts.read(state, "zentral", estate) is None
+        realised, unrealised = sitefacts.realised_sites(
+            state, estate, [*slugs, *(["zentral"] if args.check_zentral else [])], named
+        )
     except sitefacts.FactsError as e:
         print(f"basisit: {e}", file=sys.stderr)
         return EXIT_INPUT
-    named = set(args.kommune or [])
-    if zentral_missing:
-        unrealised.append("zentral")
-        if args.zentral:
-            named.add("zentral")
-    if unrealised and (set(unrealised) & named or len(unrealised) == len(slugs) + args.check_zentral):
-        bad = [s for s in unrealised if s in named] or unrealised
-        print(
-            f"basisit: {', '.join(bad)}: not realised (no site facts in {sitefacts.facts_dir(state)}); "
-            "bring it up with `basisit lab up --kommune SLUG` or import a stack's facts with `basisit facts import`",
-            file=sys.stderr,
-        )
-        return EXIT_INPUT
     if unrealised:
         print(f"not realised, left out: {', '.join(unrealised)}")
-    slugs = [s for s in slugs if s not in unrealised]
-    args.check_zentral = args.check_zentral and "zentral" not in unrealised
+    slugs = [s for s in realised if s != "zentral"]
+    args.check_zentral = "zentral" in realised
     with targets.run_lock(state) as alone:
         return run(args, estate, state, slugs, waiver_list, alone)
 
