@@ -312,6 +312,15 @@ def _check_zentral(z: schema.ZentralFile, std: schema.StandardFile, f: str, std_
     return p
 
 
+def _domain_problem(name, example: str, instead: str) -> str | None:
+    """What is wrong with an AD/DNS domain name, or None."""
+    if not _dns_name_ok(name):
+        return f"{_shown(name)} is not a valid DNS domain; expected lower-case labels such as '{example}'"
+    if name.split(".")[-1] == "local":
+        return f"'.local' is reserved for mDNS; {instead}"
+    return None
+
+
 def _dns_name_ok(name: str) -> bool:
     labels = name.split(".")
     return name == name.lower() and len(labels) >= 2 and len(name) <= 253 and all(DNS_LABEL.match(x) for x in labels)
@@ -364,21 +373,9 @@ def _check_standard_rules(std: schema.StandardFile, f: str) -> list[Problem]:
     if not std.waves:
         p.append(Problem(f, w, "waves", "no waves; expected at least one rollout wave"))
     ad = std.services.ad
-    if not _dns_name_ok(ad.domain_suffix):
-        p.append(
-            Problem(
-                f,
-                w,
-                "services.ad.domain_suffix",
-                f"{_shown(ad.domain_suffix)} is not a valid DNS domain; expected lower-case labels such as 'basisit.internal'",
-            )
-        )
-    elif ad.domain_suffix.split(".")[-1] == "local":
-        p.append(
-            Problem(
-                f, w, "services.ad.domain_suffix", "'.local' is reserved for mDNS; expected e.g. 'basisit.internal'"
-            )
-        )
+    bad = _domain_problem(ad.domain_suffix, "basisit.internal", "expected e.g. 'basisit.internal'")
+    if bad:
+        p.append(Problem(f, w, "services.ad.domain_suffix", bad))
     pw = std.services.password_policy
     if pw.max_age_days and pw.min_age_days >= pw.max_age_days:
         p.append(
@@ -570,21 +567,9 @@ def _kommune_own_rules(k: schema.KommuneFile, slug: str, f: str) -> list[Problem
             )
 
     def domain_rule() -> None:
-        if not _dns_name_ok(k.ad_domain):
-            p.append(
-                Problem(
-                    f,
-                    w,
-                    "ad_domain",
-                    f"{_shown(k.ad_domain)} is not a valid DNS domain; expected lower-case labels such as '{slug}.basisit.internal'",
-                )
-            )
-        elif k.ad_domain.split(".")[-1] == "local":
-            p.append(
-                Problem(
-                    f, w, "ad_domain", "'.local' is reserved for mDNS; expected a domain under the standard's suffix"
-                )
-            )
+        bad = _domain_problem(k.ad_domain, f"{slug}.basisit.internal", "expected a domain under the standard's suffix")
+        if bad:
+            p.append(Problem(f, w, "ad_domain", bad))
 
     def netbios_rule() -> None:
         if not NETBIOS.match(k.netbios):
