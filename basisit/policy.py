@@ -249,16 +249,95 @@ def foreign(estate: Estate, site: Site, net: ipaddress.IPv4Network) -> bool:
     return False
 
 
+def firewall_rules(found: list[Flow], with_dst: bool) -> list[dict]:
+    """Flows grouped into nftables-sized rules: one per (rule, proto, dst) with its sources and ports.
+
+    The allow matrix expands every rule as sources x destinations x protocols x ports, so grouping
+    by (rule, proto, dst) loses nothing: each group is exactly its sources x its ports.
+    """
+    groups: dict[tuple, tuple[set, set]] = {}
+    for f in found:
+        key = (f.rule, f.proto, str(f.dst) if with_dst else "")
+        srcs, ports = groups.setdefault(key, (set(), set()))
+        srcs.add(f.src)
+        ports.add(f.port)
+    out = []
+    for (rule, proto, dst), (srcs, ports) in sorted(groups.items()):
+        r = {"rule": rule, "proto": proto, "src": [str(n) for n in sorted(srcs)], "ports": sorted(ports)}
+        if with_dst:
+            r["dst"] = dst
+        out.append(r)
+    return out
+
+
+def forward_flows(estate: Estate, site: Site) -> list[Flow]:
+    """What the site's router forwards: its transit flows; zentral's router also carries the flows
+    zentral hosts open into the Kommunen (e.g. zentral-mgmt-ssh)."""
+    found = set(transit(estate, site))
+    if site.is_zentral:
+        zentral_hosts = {h.name for h in site.hosts}
+        for k in estate.kommunen.values():
+            found |= {f for f in flows(estate, k) if set(f.src_hosts) & zentral_hosts}
+    return sorted(found)
+
+
+ROUTER_ROLES = frozenset({"gateway", "zentral_gateway"})
+
+
+def forward_rules(estate: Estate, host: Host) -> list[dict]:
+    """The forward rule set of a site router (gateway role): what its nftables forward chain
+    admits; [] for every other host."""
+    if not ROUTER_ROLES & set(host.roles):
+        return []
+    return firewall_rules(forward_flows(estate, estate.site(host.site)), with_dst=True)
+
+
+def inbound_rules(estate: Estate, host: Host) -> list[dict]:
+    """The host's input rule set (sources and ports per rule and protocol)."""
+    return firewall_rules(inbound(estate, host), with_dst=False)
+
+
+def outbound_rules(estate: Estate, host: Host) -> list[dict]:
+    """What the host may open, grouped per rule, protocol and destination."""
+    return firewall_rules(outbound(estate, host), with_dst=True)
+
+
+def outbound_rule_names(estate: Estate, host: Host) -> list[str]:
+    """The names of the allow rules the host may open connections under (sorted)."""
+    return sorted({f.rule for f in outbound(estate, host)})
+
+
+def vpn_peers(estate: Estate, host: Host) -> list[dict]:
+    """A VPN hub's WireGuard peers: every Kommune gateway of the estate ({kommune, address,
+    gateway}); [] for a host without the vpn_hub role. The hub knows every Kommune in advance,
+    so a site that comes up later needs no change on zentral."""
+    if "vpn_hub" not in host.roles:
+        return []
+    return [
+        {"kommune": k.slug, "address": str(k.vpn_address), "gateway": gw.name}
+        for k in estate.kommunen.values()
+        if k.vpn_address is not None
+        for gw in k.hosts_with_role("gateway")
+    ]
+
+
 __all__ = [
     "ANY",
     "ZENTRAL_PREFIX",
     "Flow",
     "PolicyError",
     "allowed",
+    "firewall_rules",
     "flows",
     "foreign",
+    "forward_flows",
+    "forward_rules",
     "inbound",
+    "inbound_rules",
     "outbound",
+    "outbound_rule_names",
+    "outbound_rules",
     "site_networks",
     "transit",
+    "vpn_peers",
 ]

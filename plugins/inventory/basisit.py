@@ -69,7 +69,7 @@ from ansible.utils.vars import combine_vars
 
 try:
     import basisit
-    from basisit import policy, sitefacts
+    from basisit import derived, policy, sitefacts
     from basisit.lab import plan as lab_plan
     from basisit.validate import InventoryError, load_estate
 except ImportError as e:  # pragma: no cover - reported to the user by Ansible
@@ -129,9 +129,6 @@ def cache_fingerprint(inv_dir: str, state: str) -> str:
 class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
     NAME = "basisit"
 
-    def _set_firewall(self, inv, estate, site, host) -> None:
-        _set_firewall_vars(inv, estate, site, host, self._flows[site.slug])
-
     def verify_file(self, path: str) -> bool:
         """basisit.yml in the model's directory, or `<name>.basisit.yml` anywhere (an AWX source
         beside other sources) with inventory_dir pointing at the model; either plugin name."""
@@ -177,8 +174,9 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 f"basisit inventory {inv_dir} is invalid; nothing was loaded. "
                 f"Run `basisit inventory validate --inventory {inv_dir}` to list every error:\n{e.report()}"
             ) from None
+        derived.remember(inv_dir, estate)  # lookup('basisit_model') in this process and its forks
         recorder = _Recorder()
-        self._populate(estate, state, recorder)
+        self._populate(estate, inv_dir, state, recorder)
         return recorder.ops
 
     def _construct(self, hosts: set[str]) -> None:
@@ -194,8 +192,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             self._add_host_to_composed_groups(groups, variables, name, strict=strict)
             self._add_host_to_keyed_groups(keyed, variables, name, strict=strict)
 
-    def _populate(self, estate, state: str, inv) -> None:
-        self._flows = {site.slug: policy.flows(estate, site) for site in estate.sites}
+    def _populate(self, estate, inv_dir: str, state: str, inv) -> None:
         std = estate.standard
         inv.add_group("kommunen")
         inv.add_group("not_realised")
@@ -215,7 +212,11 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 for role in sorted({r for h in estate.zentral.hosts for r in h.roles})
             },
         )
-        inv.set_variable("all", "basisit_standard", std.model_dump(mode="json", by_alias=True))
+        # Of the standard, what roles read (admins and service settings); the allow matrix, the
+        # addressing plan and the host kinds are the model's input, already resolved above.
+        inv.set_variable("all", "basisit_standard", standard_vars(std))
+        # Where the model lives: lookup('basisit_model', ...) reads the same estate.
+        inv.set_variable("all", "basisit_inventory_dir", inv_dir)
         # Where lab secrets (mode 0600) and other runtime state live on the control host.
         inv.set_variable("all", "basisit_state_dir", state)
         for site in estate.sites:
@@ -264,7 +265,11 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                     [str(lab_plan.control_address(estate).ip) + "/32"] if facts and facts["backend"] == "lab" else []
                 )
                 inv.set_variable(host.name, "basisit_control_sources", control)
-                self._set_firewall(inv, estate, site, host)
+                # Of the allow matrix only the names of the rules the host may open connections
+                # under (base forwards logs where a log rule admits it); the rule sets (input,
+                # forward) and the hub's peers come from lookup('basisit_model', ...) where a role
+                # needs them, computed by basisit.policy on the control host.
+                inv.set_variable(host.name, "basisit_firewall_outbound_rules", policy.outbound_rule_names(estate, host))
                 real = realised.get(host.name)
                 if facts and real is None:
                     inv.add_host(host.name, group="not_realised")
@@ -282,57 +287,14 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                     args = f"{args} -o UserKnownHostsFile={ssh['known_hosts_file']}".strip()
                 if args:
                     inv.set_variable(host.name, "ansible_ssh_common_args", args)
-        # The hub knows every Kommune of the estate in advance (a site that comes up later needs
-        # no change on zentral): its WireGuard peers, one per Kommune gateway.
-        vpn_peers = [
-            {"kommune": k.slug, "address": str(k.vpn_address), "gateway": gw.name}
-            for k in estate.kommunen.values()
-            if k.vpn_address is not None
-            for gw in k.hosts_with_role("gateway")
-        ]
-        for hub in estate.zentral.hosts_with_role("vpn_hub"):
-            inv.set_variable(hub.name, "basisit_vpn_peers", vpn_peers)
 
 
-def firewall_rules(flows, with_dst: bool) -> list[dict]:
-    """Flows grouped into nftables-sized rules: one per (rule, proto, dst) with its sources and ports.
-
-    The allow matrix expands every rule as sources x destinations x protocols x ports, so grouping
-    by (rule, proto, dst) loses nothing: each group is exactly its sources x its ports.
-    """
-    groups: dict[tuple, tuple[set, set]] = {}
-    for f in flows:
-        key = (f.rule, f.proto, str(f.dst) if with_dst else "")
-        srcs, ports = groups.setdefault(key, (set(), set()))
-        srcs.add(f.src)
-        ports.add(f.port)
-    out = []
-    for (rule, proto, dst), (srcs, ports) in sorted(groups.items()):
-        r = {"rule": rule, "proto": proto, "src": [str(n) for n in sorted(srcs)], "ports": sorted(ports)}
-        if with_dst:
-            r["dst"] = dst
-        out.append(r)
-    return out
+STANDARD_VARS = ("version", "admins", "services")
 
 
-def _forward_flows(estate, site) -> list:
-    """What the site's router forwards: its transit flows; zentral's router also carries the flows
-    zentral hosts open into the Kommunen (e.g. zentral-mgmt-ssh)."""
-    found = set(policy.transit(estate, site))
-    if site.is_zentral:
-        zentral_hosts = {h.name for h in site.hosts}
-        for k in estate.kommunen.values():
-            found |= {f for f in policy.flows(estate, k) if set(f.src_hosts) & zentral_hosts}
-    return sorted(found)
-
-
-def _set_firewall_vars(inv, estate, site, host, site_flows) -> None:
-    inbound = [f for f in site_flows if host.name in f.dst_hosts]
-    inv.set_variable(host.name, "basisit_firewall_inbound", firewall_rules(inbound, with_dst=False))
-    outbound = [f for f in site_flows if host.name in f.src_hosts]
-    inv.set_variable(host.name, "basisit_firewall_outbound", firewall_rules(outbound, with_dst=True))
-    if {"gateway", "zentral_gateway"} & set(host.roles):
-        inv.set_variable(host.name, "basisit_firewall_forward", firewall_rules(_forward_flows(estate, site), True))
+def standard_vars(std) -> dict:
+    """The parts of the standard roles read (basisit_standard.admins, .services.*)."""
+    return {k: v for k, v in std.model_dump(mode="json", by_alias=True).items() if k in STANDARD_VARS}
 
 
 def reverse_zones(site) -> list[str]:

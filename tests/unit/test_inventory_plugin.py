@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, edit
 
-from basisit import sitefacts
+from basisit import derived, sitefacts
 from basisit.validate import load_estate
 
 ANSIBLE_INVENTORY = Path(sys.executable).parent / "ansible-inventory"
@@ -122,8 +122,10 @@ def test_invalid_inventory_fails_a_directory_source_too(tmp_path, inv):
 def test_the_vpn_hub_knows_every_kommune_gateway_as_a_peer(planned):
     """One peer per Kommune, at its tunnel address (vpn zone + net_index), before any site is up."""
     hv = planned["_meta"]["hostvars"]
-    peers = hv["zentral-gw"]["basisit_vpn_peers"]
     estate = load_estate(ROOT / "inventory")
+    # computed by the model where the vpn_hub role asks (lookup basisit_model), not a hostvar
+    assert "basisit_vpn_peers" not in hv["zentral-gw"]
+    peers = derived.value(hv["zentral-gw"]["basisit_inventory_dir"], "vpn_peers", "zentral-gw")
     assert {p["kommune"] for p in peers} == set(estate.kommunen)
     nalbach = next(p for p in peers if p["kommune"] == "nalbach")
     assert nalbach == {"kommune": "nalbach", "address": "10.160.4.42", "gateway": "nalbach-gw"}
@@ -137,7 +139,8 @@ def test_the_vpn_hub_knows_every_kommune_gateway_as_a_peer(planned):
         }
     ]
     # the underlay: the site's transfer link may reach the hub's WireGuard port, nothing else new
-    rule = next(r for r in hv["zentral-gw"]["basisit_firewall_inbound"] if r["rule"] == "site-vpn")
+    inbound = derived.value(hv["zentral-gw"]["basisit_inventory_dir"], "firewall_inbound", "zentral-gw")
+    rule = next(r for r in inbound if r["rule"] == "site-vpn")
     assert rule["proto"] == "udp" and rule["ports"] == [51820]
     assert "10.160.168.128/28" in rule["src"] and len(rule["src"]) == len(estate.kommunen)
 
