@@ -9,7 +9,13 @@ the 10 KB target, and per variable its largest size, its host and its total over
 The runs read a fresh, empty state directory (no site facts), so the figures do not depend on
 which lab happens to be up; `--state DIR` measures with a real one.
 
-    .venv/bin/python bench/inventory.py [--repeat N] [--state DIR]
+Where the time goes: the same number of runs, interleaved with the `--list` runs, of
+`ansible-inventory --version` (Python and Ansible start-up), `-i localhost, --list` (Ansible with
+an inventory, no plugin) and `-i inventory --graph` (the plugin's parse, no hostvars printed).
+The 1-minute load average is sampled before every run. `--before FILE` embeds the headline
+figures of an earlier result (e.g. `git show REV:bench/results/inventory.json`) as "before".
+
+    .venv/bin/python bench/inventory.py [--repeat N] [--state DIR] [--before FILE]
 """
 
 from __future__ import annotations
@@ -45,13 +51,21 @@ def machine() -> dict:
     return machine_of.describe(ansible_core=version("ansible-core"))
 
 
-def run_once(state: Path) -> tuple[float, float, bytes]:
-    """One `ansible-inventory --list`: (wall s, CPU s of the child, stdout)."""
+# The comparison runs: what Ansible costs without the plugin, and the plugin without the output.
+PHASES = {
+    "version": ["--version"],
+    "empty_inventory_list": ["-i", "localhost,", "--list"],
+    "graph": ["-i", "inventory", "--graph"],
+}
+
+
+def run_once(state: Path, args: list[str] | None = None) -> tuple[float, float, bytes]:
+    """One `ansible-inventory` (default `-i inventory --list`): (wall s, CPU s of the child, stdout)."""
     env = dict(os.environ, BASISIT_STATE=str(state), ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "ansible-inventory"), "-i", "inventory", "--list"],
+        [str(ROOT / ".venv" / "bin" / "ansible-inventory"), *(args or ["-i", "inventory", "--list"])],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -99,22 +113,52 @@ def describe(listing: dict) -> dict:
     }
 
 
+def yaml_c_loader() -> bool:
+    """Whether basisit reads YAML with libyaml's parser (basisit.load)."""
+    sys.path.insert(0, str(ROOT))
+    from basisit import load
+
+    return load.C_LOADER
+
+
+def headline(result: dict) -> dict:
+    """The figures of a result that a before/after comparison names."""
+    hb = result["hostvars_bytes"]
+    return {
+        "date": result["date"],
+        "seconds_median": result["seconds_median"],
+        "cpu_seconds_median": result["cpu_seconds_median"],
+        "output_bytes": result["output_bytes"],
+        "hostvars_bytes_max": hb["max"],
+        "hostvars_bytes_max_host": hb["max_host"],
+        "hostvars_bytes_median": hb["median"],
+        "loadavg_1m": result.get("machine", {}).get("loadavg_1m"),
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=5, help="runs to time (default 5)")
     ap.add_argument("--state", type=Path, help="state directory to read site facts from (default: a fresh, empty one)")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--note", default="", help="a note shown under the benchmark table")
+    ap.add_argument("--before", type=Path, help="an earlier inventory.json whose figures are kept as 'before'")
     args = ap.parse_args()
 
-    walls, cpus, outputs = [], [], set()
+    walls, cpus, outputs, loads = [], [], set(), []
+    phases: dict[str, dict[str, list]] = {name: {"wall": [], "cpu": []} for name in PHASES}
     with tempfile.TemporaryDirectory(prefix="basisit-bench-inventory-") as tmp:
         state = args.state.resolve() if args.state else Path(tmp)
         for _ in range(args.repeat):
+            loads.append(round(os.getloadavg()[0], 2))
             wall, cpu, out = run_once(state)
             walls.append(wall)
             cpus.append(cpu)
             outputs.add(out)
+            for name, argv in PHASES.items():
+                w, c, _ = run_once(state, argv)
+                phases[name]["wall"].append(w)
+                phases[name]["cpu"].append(c)
     if len(outputs) != 1:
         raise SystemExit("ansible-inventory --list printed different output on two runs")
     out = outputs.pop()
@@ -134,6 +178,18 @@ def main() -> int:
         **desc,
         "machine": machine(),
     }
+    doc["loadavg_1m_during"] = loads
+    doc["phases"] = {
+        name: {
+            "command": "ansible-inventory " + " ".join(PHASES[name]),
+            "seconds_median": round(statistics.median(v["wall"]), 3),
+            "cpu_seconds_median": round(statistics.median(v["cpu"]), 3),
+        }
+        for name, v in phases.items()
+    }
+    doc["yaml_c_loader"] = yaml_c_loader()
+    if args.before:
+        doc["before"] = headline(json.loads(args.before.read_text(encoding="utf-8")))
     if args.note:
         doc["note"] = args.note
     args.out.parent.mkdir(parents=True, exist_ok=True)

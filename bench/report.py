@@ -18,6 +18,43 @@ RESULTS = ROOT / "bench" / "results"
 DOC = ROOT / "docs" / "benchmarks.md"
 
 
+def _inventory_phases(i: dict) -> str:
+    """Where the time goes: Ansible alone, the plugin without printing, as medians (wall / CPU)."""
+    ph = i.get("phases")
+    if not ph:
+        return ""
+    names = {
+        "version": "`--version`",
+        "empty_inventory_list": "`-i localhost, --list`",
+        "graph": "`--graph` (plugin, no hostvars printed)",
+    }
+    parts = [
+        f"{label} {ph[k]['seconds_median']:.2f} s ({ph[k]['cpu_seconds_median']:.2f} s CPU)"
+        for k, label in names.items()
+        if k in ph
+    ]
+    return "; ".join(parts) + "; "
+
+
+def _inventory_load(i: dict) -> str:
+    during = i.get("loadavg_1m_during")
+    if during:
+        return f"{min(during):.1f}-{max(during):.1f} during the runs"
+    return f"{i['machine'].get('loadavg_1m', 0):.1f}"
+
+
+def _inventory_before(i: dict) -> str:
+    b = i.get("before")
+    if not b:
+        return ""
+    return (
+        f"; before ({_date(b['date'])}): {b['seconds_median']:.1f} s, {b['cpu_seconds_median']:.1f} s CPU, "
+        f"output {b['output_bytes'] / 1e6:.1f} MB, hostvars max {b['hostvars_bytes_max'] / 1024:.1f} KB "
+        f"({b['hostvars_bytes_max_host']}), median {b['hostvars_bytes_median'] / 1024:.1f} KB, "
+        f"load {b.get('loadavg_1m') or 0:.1f}"
+    )
+
+
 def _load(name: str) -> dict:
     p = RESULTS / name
     return json.loads(p.read_text(encoding="utf-8")) if p.exists() else {}
@@ -163,7 +200,7 @@ def rows() -> list[tuple[str, str, str, str, str]]:
                 f"{i['cpu_seconds_median']:.1f} s CPU; output {i['output_bytes'] / 1e6:.1f} MB; hostvars per host "
                 f"max {hb['max'] / 1024:.1f} KB ({hb['max_host']}), median {hb['median'] / 1024:.1f} KB, "
                 f"{hb['hosts_over_target']} hosts over {i['targets']['hostvars_bytes_per_host'] / 1024:.0f} KB; "
-                f"load {i['machine'].get('loadavg_1m', 0):.1f}",
+                f"{_inventory_phases(i)}load {_inventory_load(i)}{_inventory_before(i)}",
                 _machine(i.get("machine", {})),
                 _date(i.get("date", "")),
             )

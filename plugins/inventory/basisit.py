@@ -9,6 +9,9 @@ description:
   - Loads and validates the basisit inventory (standard.yaml, zentral.yaml, kommunen/*.yaml) with
     the same Python model every other part of basisit uses, and adds every host with its model
     as hostvars.
+  - Derived data only some roles need (a host's input rule set, a router's forward rule set, the
+    VPN hub's peers) is not copied into hostvars; the lookup C(basisit_model) computes it where
+    a role asks, from the inventory directory in C(basisit_inventory_dir).
   - Groups per Kommune (the slug), per district, per wave, per size class and per role, plus
     C(kommunen) and C(zentral).
   - C(ansible_host) and the SSH settings come from the site facts written by C(basisit lab up) or
