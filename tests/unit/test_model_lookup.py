@@ -268,6 +268,10 @@ def test_bad_input_is_a_clear_lookup_error(inv, tmp_path):
         _lookup("firewall_forward", "nalbach-gw9")
     with pytest.raises(AnsibleLookupError, match="no inventory directory"):
         _plugin().run(["firewall_forward"], variables={}, host="nalbach-gw")
+    # the job does not see the directory the inventory was read from (e.g. another checkout)
+    gone = str(tmp_path / "elsewhere" / "inventory")
+    with pytest.raises(AnsibleLookupError, match=r"elsewhere/inventory.*inventory directory not found"):
+        _plugin().run(["firewall_forward"], variables={"basisit_inventory_dir": gone}, host="nalbach-gw")
     broken = tmp_path / "broken"
     shutil.copytree(inv, broken)
     (broken / "kommunen" / "nalbach.yaml").write_text("name: [unclosed\n", encoding="utf-8")
