@@ -196,6 +196,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
     if not slugs and not with_zentral:
         raise UsageError("nothing selected; name Kommunen with --kommune SLUG, a wave with --wave W, or --all")
     state = sitefacts.state_dir(args.state).resolve()
+    redact.Redactor.from_dir(state / "secrets")  # every secret decryptable, else exit 2 before any run
     sites = [*slugs, ZENTRAL] if with_zentral else slugs
     named = set(args.kommune or []) | ({ZENTRAL} if args.zentral else set())
     try:

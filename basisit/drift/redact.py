@@ -3,9 +3,10 @@
 Three layers, applied to every text (task names, resources, diffs, messages):
 
 1. tasks marked `no_log` keep only their name (the callback records nothing else);
-2. every value known to be secret — the content, and each line, of every file under the state's
-   secrets directory (`<state>/secrets/<slug>/…`: AD passwords, restic passwords, WireGuard keys)
-   — is replaced wherever it appears;
+2. every value known to be secret — the decrypted content, and each line, of every file under the
+   state's secrets directory (`<state>/secrets/<slug>/…`, ansible-vault encrypted: AD passwords,
+   restic passwords, WireGuard keys) — is replaced wherever it appears; a file that cannot be
+   decrypted raises basisit.secrets.SecretError (drift stops rather than write unredacted);
 3. what looks like a secret assignment (`password = …`, `PrivateKey = …`, `PresharedKey: …`,
    `token=…`, a PEM private key block) keeps its name and loses its value.
 """
@@ -15,6 +16,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from basisit import secrets
 
 MASK = "«redacted»"
 MIN_SECRET = 6  # shorter file contents are no secrets worth masking (and would mask ordinary words)
@@ -36,11 +39,11 @@ class Redactor:
         values: set[str] = set()
         if path:
             root = Path(path)
-            for f in root.rglob("*") if root.is_dir() else []:
+            for f in secrets.files(root):
                 try:
-                    if not f.is_file() or f.stat().st_size > MAX_FILE:
+                    if f.stat().st_size > MAX_FILE:
                         continue
-                    text = f.read_text(encoding="utf-8", errors="replace")
+                    text = secrets.read_text(f)
                 except OSError:
                     continue
                 for v in (text.strip(), *text.splitlines()):

@@ -293,14 +293,20 @@ def role_default(role: str, var: str, roles_dir: Path = ROOT / "roles"):
 
 
 def secret(kommune: str, name: str) -> str:
-    """A Kommune's secret as the roles store it on the control host (state/secrets/<slug>/<name>)."""
-    from basisit import sitefacts
+    """A Kommune's secret as the roles store it on the control host (state/secrets/<slug>/<name>,
+    ansible-vault encrypted: basisit.secrets decrypts it)."""
+    from basisit import secrets, sitefacts
 
     path = sitefacts.state_dir(None) / "secrets" / kommune / name
     try:
-        return path.read_text(encoding="utf-8").split()[0]
-    except (FileNotFoundError, IndexError):
+        value = secrets.value(path)
+    except FileNotFoundError:
+        value = ""
+    except secrets.SecretError as e:
+        pytest.fail(f"{kommune}: {e}", pytrace=False)
+    if not value:
         pytest.fail(f"{kommune}: no secret {path}; converge the site (playbooks/site.yml -l {kommune})", pytrace=False)
+    return value
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,12 @@
            min_length=12, length=24, replace_invalid=true, what='AD Administrator password')
     -> 'k7.Qz...'
 
-The secret lives in that file only (directory 0700, file 0600, created on first use); callers
-keep it out of logs. Every generated secret holds at least one upper-case letter, one lower-case
-letter, one digit and one symbol of SYMBOLS, starts with a letter or digit, and is
-max(length, min_length) long (min_length is the standard's password policy). SYMBOLS are safe
-for every consumer: samba-tool (complexity), restic's REST URL (RFC 3986 unreserved, so no
+The secret lives in that file only, ansible-vault encrypted by basisit/secrets.py (directory
+0700, file 0600, written atomically, created on first use; a plaintext file of an older state is
+re-written encrypted); callers keep it out of logs. Every generated secret holds at least one
+upper-case letter, one lower-case letter, one digit and one symbol of SYMBOLS, starts with a
+letter or digit, and is max(length, min_length) long (min_length is the standard's password
+policy). SYMBOLS are safe for every consumer: samba-tool (complexity), restic's REST URL (RFC 3986 unreserved, so no
 escaping in `rest:http://user:password@host`), htpasswd, systemd environment files and a shell
 word without quoting.
 
@@ -23,21 +24,21 @@ them read the same value.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import secrets
 import string
-import tempfile
 
 from ansible.errors import AnsibleLookupError
 from ansible.plugins.lookup import LookupBase
 from ansible.utils.display import Display
 
+from basisit import secrets as store
+
 DOCUMENTATION = """
 name: basisit_secret
-short_description: a generated secret that satisfies its policy, kept in a 0600 file
+short_description: a generated secret that satisfies its policy, kept ansible-vault encrypted in a 0600 file
 description:
-  - Reads the secret from the file (creating it, mode 0600, when missing). A generated secret
+  - Reads the secret from the file (creating it, encrypted, mode 0600, when missing). A generated secret
     holds an upper-case letter, a lower-case letter, a digit and a symbol of C(-._), starts
     with a letter or digit and is max(length, min_length) characters long.
 options:
@@ -54,6 +55,10 @@ options:
     default: 12
   replace_invalid:
     description: regenerate a stored secret that violates the policy (it can never have been applied)
+    type: bool
+    default: false
+  must_exist:
+    description: fail, naming the file, when it is missing instead of generating (a reader of another role's secret)
     type: bool
     default: false
   what:
@@ -103,65 +108,47 @@ def violations(secret: str, min_length: int) -> list[str]:
     return found
 
 
-def _read(path: str) -> str:
-    with open(path, encoding="utf-8") as fh:
-        # ansible.builtin.password may have stored `password salt=...`
-        return fh.readline().rstrip("\n").split(" salt=")[0]
-
-
-def _write(path: str, secret: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".basisit-secret-")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(secret + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def secret(
-    path: str, length: int = 24, min_length: int = 12, replace_invalid: bool = False, what: str = "secret"
+    path: str,
+    length: int = 24,
+    min_length: int = 12,
+    replace_invalid: bool = False,
+    what: str = "secret",
+    must_exist: bool = False,
 ) -> str:
     length = max(int(length), int(min_length))
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    dfd = os.open(directory, os.O_RDONLY)
-    try:
-        fcntl.flock(dfd, fcntl.LOCK_EX)
+    with store.locked(os.path.dirname(path) or "."):
         if not os.path.exists(path):
+            if must_exist:
+                raise AnsibleLookupError(f"{what}: no secret {path} (the role that creates it has not run)")
             value = generate(length)
-            _write(path, value)
+            store.write(path, value)
             return value
         try:
-            value = _read(path)
-        except (OSError, UnicodeDecodeError) as e:
-            raise AnsibleLookupError(f"{what}: cannot read {path}: {e.__class__.__name__}") from None
+            value = store.value(path)
+        except store.SecretError as e:
+            raise AnsibleLookupError(f"{what}: {e}") from None
         broken = violations(value, min_length)
-        if not broken:
-            os.chmod(path, 0o600)
-            return value
-        if replace_invalid:
+        if broken and replace_invalid:
             display.warning(
                 f"{what} in {path} violates its policy ({'; '.join(broken)}) and was never applied: regenerated"
             )
             value = generate(length)
-            _write(path, value)
+            store.write(path, value)
             return value
-        display.warning(f"{what} in {path} violates its policy ({'; '.join(broken)}); kept (it may be in use)")
+        if broken:
+            display.warning(f"{what} in {path} violates its policy ({'; '.join(broken)}); kept (it may be in use)")
+        if not store.is_encrypted(path):
+            store.write(path, value)  # a plaintext file of an older state: the same value, encrypted
         os.chmod(path, 0o600)
         return value
-    finally:
-        os.close(dfd)
 
 
 class LookupModule(LookupBase):
     def run(self, terms, variables=None, **kwargs):
         self.set_options(var_options=variables, direct=kwargs)
-        opts = {k: self.get_option(k) for k in ("length", "min_length", "replace_invalid", "what")}
+        opts = {k: self.get_option(k) for k in ("length", "min_length", "replace_invalid", "what", "must_exist")}
         try:
             return [secret(str(t), **opts) for t in terms]
-        except ValueError as e:
+        except (ValueError, store.SecretError) as e:
             raise AnsibleLookupError(f"{opts['what']}: {e}") from None

@@ -118,6 +118,7 @@ def converged(lab):
     """nalbach + zentral converged once by `playbooks/site.yml` (the first run's result and seconds)."""
     import playbook
 
+    # seeded in clear, as an older state holds it: the lookup replaces it and writes it encrypted
     seeded = lab.state / "secrets" / "nalbach" / "ad-administrator"
     seeded.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
     seeded.write_text(playbook.LETTERS_ONLY_ADMIN_PASSWORD + "\n", encoding="utf-8")

@@ -14,6 +14,8 @@ from string import ascii_lowercase, ascii_uppercase, digits
 import playbook
 import pytest
 
+from basisit import secrets
+
 pytestmark = pytest.mark.lab
 
 
@@ -34,7 +36,8 @@ def test_policy_violating_secret_replaced_before_provisioning(converged):
     """The letters-only Administrator password seeded by conftest was replaced, visibly, never shown."""
     lab, first, _ = converged
     path = lab.state / "secrets" / "nalbach" / "ad-administrator"
-    value = path.read_text(encoding="utf-8").strip()
+    assert secrets.is_encrypted(path)  # the plaintext seed was re-written ansible-vault encrypted
+    value = secrets.value(path)
     assert value != playbook.LETTERS_ONLY_ADMIN_PASSWORD
     assert len(value) >= 12 and all(
         any(c in k for c in value) for k in (ascii_uppercase, ascii_lowercase, digits, "-._")
@@ -43,6 +46,17 @@ def test_policy_violating_secret_replaced_before_provisioning(converged):
     text = " ".join((first.stdout + first.stderr).split())  # warnings may be wrapped
     assert "AD Administrator password of nalbach" in text and "regenerated" in text
     assert playbook.LETTERS_ONLY_ADMIN_PASSWORD not in text and value not in text
+
+
+def test_no_secret_on_disk_in_clear(converged):
+    """Every file the converge left under state/secrets is ansible-vault encrypted, 0600."""
+    lab, _, _ = converged
+    found = secrets.files(lab.state / "secrets")
+    names = {f.name for f in found}
+    assert {"ad-administrator", "probe.secret", "restic-repository", "restic-rest", "wireguard.key"} <= names
+    clear = [str(f.relative_to(lab.state)) for f in found if not f.read_bytes().startswith(b"$ANSIBLE_VAULT;")]
+    assert clear == [], f"plaintext secrets: {clear}"
+    assert [f for f in found if f.stat().st_mode & 0o077] == []
 
 
 def test_second_run_changes_nothing(converged):

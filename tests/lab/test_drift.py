@@ -20,6 +20,8 @@ from pathlib import Path
 import playbook
 import pytest
 
+from basisit import secrets
+
 pytestmark = pytest.mark.lab
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,11 +103,10 @@ def test_hand_edits_are_drift_and_converge_heals_them(site):
     written += "".join(
         f.read_text(encoding="utf-8", errors="replace") for f in Path(doc["run"]["report_dir"]).glob("*.log")
     )
-    for f in (lab.state / "secrets").rglob("*"):
-        if f.is_file():
-            value = f.read_text(encoding="utf-8", errors="replace").strip()
-            if len(value) >= 8:
-                assert value not in written, f"the secret of {f.relative_to(lab.state)} is in drift's output"
+    for f in secrets.files(lab.state / "secrets"):
+        value = secrets.read_text(f).strip()  # decrypted: the value drift must never write
+        if len(value) >= 8:
+            assert value not in written, f"the secret of {f.relative_to(lab.state)} is in drift's output"
 
     healed, _ = playbook.run(lab, limit=KOMMUNE)
     assert healed.returncode == 0, healed.stdout[-6000:] + healed.stderr[-2000:]

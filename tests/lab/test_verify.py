@@ -27,6 +27,8 @@ import playbook
 import pytest
 import yaml
 
+from basisit import secrets
+
 pytestmark = pytest.mark.lab
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -224,7 +226,7 @@ def test_samba_secret_never_on_a_command_line_nor_in_an_error(site):
         " while kill -0 $pid 2>/dev/null && [ $polls -lt 100000 ]; do"
         "  grep -l -F -f /root/weak.secret /proc/[0-9]*/cmdline >> /root/cmdline-hits 2>/dev/null;"
         "  polls=$((polls+1));"
-        " done; wait $pid; rc=$?; cat /root/weak.out; echo \"polls=$polls\"; exit $rc",
+        ' done; wait $pid; rc=$?; cat /root/weak.out; echo "polls=$polls"; exit $rc',
     )
     hits = lab.ssh(dc, "cat /root/cmdline-hits").stdout
     lab.ssh(dc, "rm -f /root/cmdline-hits /root/weak.out /root/weak.secret")
@@ -236,7 +238,7 @@ def test_samba_secret_never_on_a_command_line_nor_in_an_error(site):
     assert hits.strip() == "", hits
     # the converged DC's journal holds neither the Administrator nor the probe password
     for name in ("ad-administrator", "probe.secret"):
-        secret = (lab.state / "secrets" / KOMMUNE / name).read_text(encoding="utf-8").strip()
+        secret = secrets.value(lab.state / "secrets" / KOMMUNE / name)
         assert lab.ssh(dc, "umask 077; cat > /root/find.secret", input=secret + "\n").returncode == 0
         g = lab.ssh(dc, "journalctl --no-pager -q | grep -c -F -f /root/find.secret; rm -f /root/find.secret")
         assert g.stdout.strip() == "0", f"{name} found in the DC's journal"

@@ -14,6 +14,15 @@ ROOT = Path(__file__).resolve().parents[2]
 INVENTORY = ROOT / "inventory"
 
 
+@pytest.fixture(autouse=True)
+def vault_key_home(tmp_path_factory, monkeypatch) -> Path:
+    """Each test's own default vault key (basisit.secrets): never the developer's ~/.config one."""
+    home = tmp_path_factory.mktemp("xdg")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home))
+    monkeypatch.delenv("BASISIT_VAULT_PASSWORD_FILE", raising=False)
+    return home
+
+
 @pytest.fixture
 def inv(tmp_path: Path) -> Path:
     """A copy of inventory/ (model files only) in a temporary directory."""

@@ -192,6 +192,16 @@ def test_no_password_lookup_outside_basisit_secret():
     assert users == []
 
 
+def test_state_secrets_read_through_basisit_lookups_only():
+    """The state's secrets are vault-encrypted: a plain file lookup or slurp would hand over ciphertext."""
+    readers = [
+        p.relative_to(ROOT)
+        for p in sorted((ROOT / "roles").rglob("*.yml")) + sorted((ROOT / "roles").rglob("*.j2"))
+        if re.search(r"lookup\(\s*'(?:ansible\.builtin\.)?file'", p.read_text(encoding="utf-8"))
+    ]
+    assert readers == []
+
+
 def test_base_firewall_before_forwarding():
     """Base installs and loads its ruleset (forward chain, policy drop) before sysctl enables forwarding."""
     order = [

@@ -10,6 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from conftest import ROOT
 
+from basisit import secrets as store
+
 spec = importlib.util.spec_from_file_location("basisit_secret", ROOT / "plugins" / "lookup" / "basisit_secret.py")
 bs = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bs)
@@ -70,7 +72,8 @@ def test_created_once_0600_in_a_0700_directory(tmp_path):
     first = bs.secret(str(path), length=24, min_length=12)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
-    assert path.read_text() == first + "\n"
+    assert path.read_bytes().startswith(b"$ANSIBLE_VAULT;") and first not in path.read_text()
+    assert store.read_text(path) == first + "\n"
     assert bs.secret(str(path), length=24, min_length=12) == first
 
 
@@ -85,7 +88,11 @@ def test_invalid_secret_never_applied_is_regenerated_with_a_warning(tmp_path, mo
     path.write_text("lettersonlylettersonlyab\n")
     value = bs.secret(str(path), replace_invalid=True, what="AD Administrator password of bexbach")
     assert value != "lettersonlylettersonlyab" and bs.violations(value, 12) == []
-    assert path.read_text() == value + "\n" and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert (
+        store.read_text(path) == value + "\n"
+        and store.is_encrypted(path)
+        and stat.S_IMODE(path.stat().st_mode) == 0o600
+    )
     assert len(warnings) == 1 and "regenerated" in warnings[0] and "no upper-case letter" in warnings[0]
     assert "bexbach" in warnings[0] and "lettersonly" not in warnings[0] and value not in warnings[0]
 
@@ -97,6 +104,8 @@ def test_invalid_secret_in_use_is_kept_with_a_warning(tmp_path, monkeypatch):
     path.write_text("Abcdefghij0123456789Abcdefghij0123456789 salt=xyz\n")  # ansible.builtin.password's format
     assert bs.secret(str(path), length=40) == "Abcdefghij0123456789Abcdefghij0123456789"
     assert len(warnings) == 1 and "kept" in warnings[0] and "Abcdefghij" not in warnings[0]
+    # migrated: the same value, now encrypted (the salt suffix of the old format dropped)
+    assert store.is_encrypted(path) and store.read_text(path) == "Abcdefghij0123456789Abcdefghij0123456789\n"
 
 
 def test_concurrent_callers_read_one_value(tmp_path):
@@ -106,3 +115,19 @@ def test_concurrent_callers_read_one_value(tmp_path):
     with ThreadPoolExecutor(8) as pool:
         values = set(pool.map(lambda _: bs.secret(path, replace_invalid=True), range(16)))
     assert len(values) == 1
+
+
+def test_a_valid_plaintext_secret_is_kept_and_encrypted(tmp_path):
+    path = tmp_path / "probe.secret"
+    path.write_text("Abcdefghij0123456789-x\n")
+    path.chmod(0o644)
+    assert bs.secret(str(path), replace_invalid=True) == "Abcdefghij0123456789-x"
+    assert store.is_encrypted(path) and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert "Abcdefghij" not in path.read_text()
+
+
+def test_must_exist_names_the_missing_file(tmp_path):
+    path = tmp_path / "nalbach" / "ad-administrator"
+    with pytest.raises(bs.AnsibleLookupError, match=f"AD password: no secret {path}"):
+        bs.secret(str(path), must_exist=True, what="AD password")
+    assert not path.exists()
