@@ -15,6 +15,7 @@ from pathlib import Path
 
 from basisit import ipplan
 from basisit.model import Estate
+from basisit.secrets import SecretError
 from basisit.validate import InventoryError, load_estate, summary
 
 EXIT_OK, EXIT_FAIL, EXIT_INPUT = 0, 1, 2
@@ -170,6 +171,37 @@ def cmd_facts_import(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- secrets -------------------------------------------------------------------------------
+
+
+def cmd_secrets_rotate(args: argparse.Namespace) -> int:
+    from basisit import secrets
+
+    estate = estate_of(args)
+    select_sites(estate, [args.kommune])
+    kinds = [args.what] if args.what else list(secrets.KINDS)
+    for line in secrets.rotate(_state_of(args) / "secrets", args.kommune, kinds):
+        print(line)
+    return EXIT_OK
+
+
+def cmd_secrets_encrypt(args: argparse.Namespace) -> int:
+    from basisit import secrets
+
+    root = _state_of(args) / "secrets"
+    done = [f for f in secrets.files(root) if secrets.migrate(f)]
+    for f in done:
+        print(f"encrypted {f}")
+    print(f"{len(done)} plaintext secret file(s) encrypted under {root} with the vault key {secrets.key_file()}")
+    return EXIT_OK
+
+
+def _state_of(args: argparse.Namespace) -> Path:
+    from basisit import sitefacts
+
+    return sitefacts.state_dir(args.state)
+
+
 # --- parser --------------------------------------------------------------------------------
 
 
@@ -233,6 +265,15 @@ def build_parser() -> argparse.ArgumentParser:
     fi.add_argument("file", help="JSON file, or - for standard input")
     fi.set_defaults(func=cmd_facts_import)
 
+    sec = sub.add_parser("secrets", help="the control host's secrets (ansible-vault encrypted; never printed)")
+    ssub = sec.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
+    ro = ssub.add_parser("rotate", help="new value for a Kommune's secret; the next converge applies it")
+    ro.add_argument("--kommune", required=True, metavar="SLUG")
+    ro.add_argument("--what", choices=["restic", "probe", "ad-admin", "wireguard"], help="one kind (default: all)")
+    ro.set_defaults(func=cmd_secrets_rotate)
+    en = ssub.add_parser("encrypt", help="encrypt every plaintext secret file of an older state in place")
+    en.set_defaults(func=cmd_secrets_encrypt)
+
     for register in EXTENSIONS:
         register(sub)
     _global_options_everywhere(p)
@@ -257,7 +298,7 @@ def _load_extensions() -> None:
         EXTENSIONS.append(m.register)
 
 
-CORE_COMMANDS = {"inventory", "ipplan", "facts"}
+CORE_COMMANDS = {"inventory", "ipplan", "facts", "secrets"}
 
 
 def _command_of(argv: list[str]) -> str | None:
@@ -291,6 +332,9 @@ def main(argv: list[str] | None = None) -> int:
         print(e.report(), file=sys.stderr)
         return EXIT_INPUT
     except UsageError as e:
+        print(f"basisit: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    except SecretError as e:
         print(f"basisit: {e}", file=sys.stderr)
         return EXIT_INPUT
     except KeyboardInterrupt:
