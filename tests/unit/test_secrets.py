@@ -1,4 +1,4 @@
-"""basisit.secrets: control-host secrets ansible-vault encrypted at rest, the vault key, rotation."""
+"""basisit/secrets.py — control-host secrets ansible-vault encrypted at rest, the vault key, rotation."""
 
 from __future__ import annotations
 
