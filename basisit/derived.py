@@ -28,6 +28,7 @@ VALUES: dict[str, tuple[str, Callable[[Estate, Host], object]]] = {
     ),
     "firewall_forward": ("a site router's forward rule set ([] for other hosts)", policy.forward_rules),
     "vpn_peers": ("the VPN hub's WireGuard peers ([] for other hosts)", policy.vpn_peers),
+    "log_senders": ("a log host's senders, address -> host name ({} for other hosts)", policy.log_senders),
 }
 
 _ESTATES: dict[str, tuple[tuple, Estate]] = {}

@@ -307,6 +307,38 @@ def outbound_rule_names(estate: Estate, host: Host) -> list[str]:
     return sorted({f.rule for f in outbound(estate, host)})
 
 
+LOG_ROLE = "log_host"
+
+
+def log_rules(estate: Estate) -> list[str]:
+    """The allow rules that carry logs: those whose `to` names the log host (`zentral:log_host`)."""
+    names = {LOG_ROLE, ZENTRAL_PREFIX + LOG_ROLE}
+    return sorted({r.name for r in estate.standard.allow if r.to in names})
+
+
+def log_flows(estate: Estate, host: Host) -> list[Flow]:
+    """The flows that may deliver logs to `host` (a log host): its inbound flows under log_rules."""
+    rules = set(log_rules(estate))
+    return [f for f in inbound(estate, host) if f.rule in rules]
+
+
+def log_senders(estate: Estate, host: Host) -> dict[str, str]:
+    """A log host's senders, address -> host name: each address from which a model host may open a
+    connection to it under a log rule (its address inside that flow's source network); {} for a
+    host without the log_host role. The log host files every line by the connection's source
+    address through this map, never by the name the sender claims in its messages."""
+    if LOG_ROLE not in host.roles:
+        return {}
+    by_name = {h.name: h for h in estate.hosts()}
+    out: dict[ipaddress.IPv4Address, str] = {}
+    for f in log_flows(estate, host):
+        for name in f.src_hosts:
+            for addr in by_name[name].addresses.values():
+                if addr in f.src and out.setdefault(addr, name) != name:
+                    raise PolicyError(f"log sender {addr} is both {out[addr]} and {name}")
+    return {str(a): out[a] for a in sorted(out)}
+
+
 def vpn_peers(estate: Estate, host: Host) -> list[dict]:
     """A VPN hub's WireGuard peers: every Kommune gateway of the estate ({kommune, address,
     gateway}); [] for a host without the vpn_hub role. The hub knows every Kommune in advance,
@@ -334,6 +366,9 @@ __all__ = [
     "forward_rules",
     "inbound",
     "inbound_rules",
+    "log_flows",
+    "log_rules",
+    "log_senders",
     "outbound",
     "outbound_rule_names",
     "outbound_rules",

@@ -24,13 +24,14 @@ else:
 
 DOCUMENTATION = """
 name: basisit_model
-short_description: a host's derived data (firewall rule sets, VPN peers) from the basisit model
+short_description: a host's derived data (firewall rule sets, VPN peers, log senders) from the basisit model
 description:
   - Computes the named value for one host with the basisit model (basisit.policy), from the
     inventory directory the basisit inventory plugin read. The estate is loaded once per process.
   - Values are C(firewall_inbound), C(firewall_outbound), C(firewall_outbound_rules),
-    C(firewall_forward) (a site router's forward rule set, [] for other hosts) and C(vpn_peers)
-    (the VPN hub's WireGuard peers, [] for other hosts).
+    C(firewall_forward) (a site router's forward rule set, [] for other hosts), C(vpn_peers)
+    (the VPN hub's WireGuard peers, [] for other hosts) and C(log_senders) (a log host's senders,
+    source address to host name, {} for other hosts).
 options:
   _terms:
     description: the names of the values
