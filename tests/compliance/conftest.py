@@ -58,6 +58,7 @@ LANDED = {
     "endpoint",
     "backup_client",
     "backup_server",
+    "backup_retention",
     "log_host",
 }
 
