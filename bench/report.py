@@ -207,6 +207,7 @@ def rows() -> list[tuple[str, str, str, str, str]]:
         )
     else:
         out.append(("`ansible-inventory -i inventory --list`", "not measured", "", "", ""))
+    out += _hardening_rows()
     r = ro.get("scale")
     if r:
         detail = "; ".join(x for x in (r.get("summary", ""), _mem(r)) if x)
@@ -224,6 +225,66 @@ def rows() -> list[tuple[str, str, str, str, str]]:
     return out
 
 
+def _hardening_rows() -> list[tuple[str, str, str, str, str]]:
+    h = _load("hardening.json")
+    out = []
+    for phase in ("before", "after"):
+        r = h.get(phase)
+        label = f"Lynis hardening index, {h.get('kommune', '?')} + zentral, {phase}"
+        if not r:
+            out.append((label, "not measured", "", "", ""))
+            continue
+        hosts = "; ".join(
+            f"{n}: {x['hardening_index']} ({len(x['warnings'])} warning{'' if len(x['warnings']) == 1 else 's'})"
+            if "hardening_index" in x
+            else f"{n}: {x.get('error', '?')}"
+            for n, x in r["hosts"].items()
+        )
+        conv = r["converge"]
+        below = r["hosts_below_target"]
+        detail = (
+            f"{r['commit']}; converge exit {conv['exit_status']}, {conv['seconds']:.0f} s; {hosts}; "
+            + (f"below {h['target']}: {', '.join(below)}" if below else f"every host >= {h['target']}")
+            + (f"; {r['note']}" if r.get("note") else "")
+        )
+        fig = f"min {r['index_min']}" if r.get("index_min") is not None else "no report"
+        out.append((label, fig, detail, _machine(r.get("machine", {})), _date(r.get("date", ""))))
+    return out
+
+
+def _hardening_section() -> list[str]:
+    """What Lynis still says after the fixes: warnings and suggestions per host, and the waivers."""
+    h = _load("hardening.json")
+    r = h.get("after")
+    if not r:
+        return []
+    lines = ["", "## Lynis after the fixes: what remains", ""]
+    lines += [
+        f"`bench/hardening.py`, Lynis {next(iter(r['hosts'].values())).get('lynis_version', '?')} "
+        f"(`lynis audit system --quick`), target {h['target']} on every host. A finding that occurs on "
+        "every host is listed once under `all`.",
+        "",
+        "| host | index | warnings | suggestions (test ids) |",
+        "|---|---|---|---|",
+    ]
+    hosts = {n: x for n, x in r["hosts"].items() if "hardening_index" in x}
+    common = set.intersection(*({s["id"] for s in x["suggestions"]} for x in hosts.values())) if hosts else set()
+    if common:
+        lines.append(f"| all | | | {', '.join(sorted(common))} |")
+    for n, x in hosts.items():
+        warn = ", ".join(f"{w['id']} {w['text']}" for w in x["warnings"]) or "none"
+        sugg = ", ".join(sorted({s["id"] for s in x["suggestions"]} - common))
+        lines.append(f"| {n} | {x['hardening_index']} | {warn.replace('|', '/')} | {sugg} |")
+    waivers = h.get("waivers") or {}
+    if waivers:
+        lines += ["", "Waived (`bench/lynis/custom.prf`, skipped by Lynis, counted neither way):", ""]
+        by_reason: dict[str, list[str]] = {}
+        for tid, why in waivers.items():
+            by_reason.setdefault(why, []).append(tid)
+        lines += [f"- {', '.join(ids)}: {why}" for why, ids in by_reason.items()]
+    return lines
+
+
 def render() -> str:
     lines = [
         "# Benchmarks",
@@ -238,6 +299,8 @@ def render() -> str:
         "- `bench/validate.py`: `basisit inventory validate` on the shipped inventory and on hostile input.",
         "- `bench/inventory.py`: `ansible-inventory --list` of the estate (what every playbook pays before",
         "  its first task) and the size of the hostvars it carries.",
+        "- `bench/hardening.py`: Lynis in every role's host of a converged lab (nalbach + zentral),",
+        "  hardening index and warnings per host, before and after the hardening fixes.",
         "",
         "| what | figure | detail | machine | date |",
         "|---|---|---|---|---|",
@@ -252,6 +315,7 @@ def render() -> str:
     notes += [f"{k}: {r['note']}" for k, r in (_load("rollout.json").get("results") or {}).items() if r.get("note")]
     if notes:
         lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
+    lines += _hardening_section()
     return "\n".join(lines) + "\n"
 
 

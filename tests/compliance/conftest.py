@@ -47,7 +47,21 @@ from basisit.verify.suite import (  # noqa: F401  (fixtures and hook)
 LANDED = {
     *(
         f"base/{f}"
-        for f in ("admins", "sudo", "sshd", "updates", "time", "journal", "sysctl", "firewall", "banner", "audit")
+        for f in (
+            "admins",
+            "sudo",
+            "sshd",
+            "updates",
+            "time",
+            "journal",
+            "sysctl",
+            "firewall",
+            "banner",
+            "audit",
+            "login",
+            "coredump",
+            "modprobe",
+        )
     ),
     *(f"gateway/{f}" for f in ("forward", "nat", "dns", "dhcp", "ntp", "vpn")),
     "vpn_hub/tunnel",

@@ -1,0 +1,131 @@
+"""The hardening checks Lynis asked for (tests/compliance/test_hardening.py) against the session's
+converged lab: they pass on the converged site, fail with their control ids when the standard's
+files are broken on a host, and the next converge of base heals the host.
+
+Runs after test_verify (conftest's module order), on nalbach-dc1; reports go to a state directory
+of this module. The breaks are undone by the converge, and in a `finally` should it fail.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import playbook
+import pytest
+
+pytestmark = pytest.mark.lab
+
+ROOT = Path(__file__).resolve().parents[2]
+KOMMUNE = "nalbach"
+SELECT = "login_defs or shell_umask or idle_shell or core_dumps or module_not_loadable or ipv6_redirects"
+# The standard's files, saved before the break and restored in the `finally` if the converge fails.
+FILES = [
+    "/etc/login.defs",
+    "/etc/bash.bashrc",
+    "/etc/profile",
+    "/etc/profile.d/basisit-timeout.sh",
+    "/etc/security/limits.d/90-basisit-coredump.conf",
+    "/etc/modprobe.d/basisit-blacklist.conf",
+    "/etc/sysctl.d/90-basisit-net.conf",
+]
+BREAK = (
+    "sed -i 's/^UMASK.*/UMASK\t022/; s/^PASS_MIN_DAYS.*/PASS_MIN_DAYS\t0/' /etc/login.defs"
+    " && sed -i '/^umask /d' /etc/bash.bashrc /etc/profile"
+    " && rm /etc/profile.d/basisit-timeout.sh /etc/security/limits.d/90-basisit-coredump.conf"
+    " && sed -i '/usb-storage/d' /etc/modprobe.d/basisit-blacklist.conf"
+)
+# Where the host has IPv6 (the lab's bridges carry none, the kernel may still offer it).
+BREAK_IPV6 = (
+    " && sed -i 's/^net.ipv6.conf.all.accept_redirects.*/net.ipv6.conf.all.accept_redirects = 1/'"
+    " /etc/sysctl.d/90-basisit-net.conf && sysctl -q -e -p /etc/sysctl.d/90-basisit-net.conf"
+)
+
+
+@pytest.fixture(scope="module")
+def site(converged):
+    lab, first, _ = converged
+    playbook.assert_recap(first, "converge for the hardening checks")
+    state = lab.state / "verify-hardening"
+    shutil.rmtree(state, ignore_errors=True)
+    (state / "facts").mkdir(parents=True)
+    for f in (lab.state / "facts").glob("*.json"):
+        shutil.copy2(f, state / "facts" / f.name)
+    shutil.copytree(lab.state / "secrets", state / "secrets")
+    return lab, state
+
+
+def verify(state: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
+    cmd = [sys.executable, "-m", "basisit.cli", "--inventory", str(ROOT / "inventory"), "--state", str(state)]
+    p = subprocess.run(
+        [*cmd, "verify", "--kommune", KOMMUNE, "--zentral", "--jobs", "2", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=900,
+    )
+    runs = sorted((state / "reports" / "runs").iterdir()) if (state / "reports" / "runs").exists() else []
+    doc = json.loads((runs[-1] / "results.json").read_text(encoding="utf-8")) if runs else {}
+    return p, doc
+
+
+def test_hardening_checks_pass_on_every_converged_host(site):
+    _lab, state = site
+    p, doc = verify(state, "--", "-k", SELECT)
+    assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-2000:]
+    hosts = {r["host"] for r in doc["results"] if r["state"] == "pass"}
+    assert hosts >= set(playbook.EXPECTED_HOSTS), sorted(set(playbook.EXPECTED_HOSTS) - hosts)
+    ids = {r["test_id"] for r in doc["results"] if r["state"] == "pass"}
+    assert {
+        "test_hardening::test_login_defs",
+        "test_hardening::test_interactive_shell_umask",
+        "test_hardening::test_idle_shell_timeout",
+        "test_hardening::test_no_core_dumps_in_a_session",
+        "test_hardening::test_module_not_loadable",
+    } <= ids, sorted(ids)
+
+
+def test_broken_hardening_fails_with_controls_then_converge_heals(site):
+    lab, state = site
+    dc = next(str(h.address) for h in lab.estate.hosts() if h.name == "nalbach-dc1")
+    saved = "/root/hardening-saved.tar"
+    assert lab.ssh(dc, f"tar -cPf {saved} {' '.join(FILES)}").returncode == 0
+    ipv6 = lab.ssh(dc, "test -e /proc/sys/net/ipv6/conf/all/accept_redirects").returncode == 0
+    r = lab.ssh(dc, BREAK + (BREAK_IPV6 if ipv6 else ""))
+    assert r.returncode == 0, r.stderr
+    healed = None
+    try:
+        p, doc = verify(state, "--", "-k", SELECT)
+        assert p.returncode == 1, p.stdout[-3000:]
+        bad = [r for r in doc["results"] if r["state"] == "fail"]
+        assert {r["host"] for r in bad} == {"nalbach-dc1"}, [r["nodeid"] for r in bad]
+        by_id = {}
+        for r in bad:
+            by_id.setdefault(r["test_id"], []).append(r)
+        assert {
+            "test_hardening::test_login_defs",
+            "test_hardening::test_interactive_shell_umask",
+            "test_hardening::test_idle_shell_timeout",
+            "test_hardening::test_no_core_dumps_in_a_session",
+            "test_hardening::test_module_not_loadable",
+            *(["test_hardening::test_ipv6_redirects_ignored"] if ipv6 else []),
+        } == set(by_id), sorted(by_id)
+        umask = next(r for r in by_id["test_hardening::test_login_defs"] if "UMASK" in r["nodeid"])
+        assert "cis-deb12:5.4.3.3" in umask["controls"]
+        (usb,) = by_id["test_hardening::test_module_not_loadable"]
+        assert "usb-storage" in usb["nodeid"] and "cis-deb12:1.1.1.9" in usb["controls"]
+        assert "cis-deb12:1.5.3" in by_id["test_hardening::test_no_core_dumps_in_a_session"][0]["controls"]
+        assert "cis-deb12:5.4.3.2" in by_id["test_hardening::test_idle_shell_timeout"][0]["controls"]
+        healed, _ = playbook.run(lab, "--tags", "login,coredump,modprobe,sysctl", limit="nalbach-dc1")
+        assert healed.returncode == 0, healed.stdout[-4000:]
+    finally:
+        if healed is None or healed.returncode != 0:
+            lab.ssh(dc, f"tar -xPf {saved} && sysctl -q -e -p /etc/sysctl.d/90-basisit-net.conf")
+        lab.ssh(dc, f"rm -f {saved}")
+    recap = playbook.recap(healed.stdout)
+    assert recap["nalbach-dc1"]["changed"] >= 5, healed.stdout[-4000:]
+    p, doc = verify(state, "--", "-k", SELECT)
+    assert p.returncode == 0, p.stdout[-4000:]
