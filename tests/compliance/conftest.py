@@ -61,6 +61,7 @@ LANDED = {
             "login",
             "coredump",
             "modprobe",
+            "cron",
         )
     ),
     *(f"gateway/{f}" for f in ("forward", "nat", "dns", "dhcp", "ntp", "vpn")),

@@ -129,3 +129,29 @@ def test_ipv6_redirects_ignored(host, key):
     if r.rc != 0:
         not_applicable("IPv6 is off on this host")
     assert r.stdout.strip() == "0", f"sysctl {key} = {r.stdout.strip()}; expected 0"
+
+
+CRON_CONTROLS = {
+    "/etc/crontab": "cis-deb12:2.4.1.2",
+    "/etc/cron.hourly": "cis-deb12:2.4.1.3",
+    "/etc/cron.daily": "cis-deb12:2.4.1.4",
+    "/etc/cron.weekly": "cis-deb12:2.4.1.5",
+    "/etc/cron.monthly": "cis-deb12:2.4.1.6",
+    "/etc/cron.d": "cis-deb12:2.4.1.7",
+}
+
+
+@pytest.mark.feature("base/cron")
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param(p, marks=pytest.mark.controls(CRON_CONTROLS.get(p, "cis-deb12:2.4.1.2"), "devsec:os-13"), id=p)
+        for p in role_default("base", "base_cron_paths")
+    ],
+)
+def test_cron_files_for_root_only(host, path):
+    f = host.file(path)
+    if not f.exists:
+        not_applicable(f"{path} does not exist (cron is not installed)")
+    assert (f.user, f.group) == ("root", "root"), f"{path} is owned by {f.user}:{f.group}"
+    assert not f.mode & 0o077, f"{path} has mode {f.mode:04o}: group or others may read it"

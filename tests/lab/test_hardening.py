@@ -21,7 +21,7 @@ pytestmark = pytest.mark.lab
 
 ROOT = Path(__file__).resolve().parents[2]
 KOMMUNE = "nalbach"
-SELECT = "login_defs or shell_umask or idle_shell or core_dumps or module_not_loadable or ipv6_redirects"
+SELECT = "login_defs or shell_umask or idle_shell or core_dumps or module_not_loadable or ipv6_redirects or cron_files"
 # The standard's files, saved before the break and restored in the `finally` if the converge fails.
 FILES = [
     "/etc/login.defs",
@@ -31,6 +31,7 @@ FILES = [
     "/etc/security/limits.d/90-basisit-coredump.conf",
     "/etc/modprobe.d/basisit-blacklist.conf",
     "/etc/sysctl.d/90-basisit-net.conf",
+    "/etc/crontab",
 ]
 BREAK = (
     "sed -i 's/^UMASK.*/UMASK\t022/; s/^PASS_MIN_DAYS.*/PASS_MIN_DAYS\t0/' /etc/login.defs"
@@ -92,9 +93,10 @@ def test_broken_hardening_fails_with_controls_then_converge_heals(site):
     lab, state = site
     dc = next(str(h.address) for h in lab.estate.hosts() if h.name == "nalbach-dc1")
     saved = "/root/hardening-saved.tar"
-    assert lab.ssh(dc, f"tar -cPf {saved} {' '.join(FILES)}").returncode == 0
+    assert lab.ssh(dc, f"tar -cPf {saved} $(ls -d {' '.join(FILES)} 2>/dev/null)").returncode == 0
     ipv6 = lab.ssh(dc, "test -e /proc/sys/net/ipv6/conf/all/accept_redirects").returncode == 0
-    r = lab.ssh(dc, BREAK + (BREAK_IPV6 if ipv6 else ""))
+    cron = lab.ssh(dc, "test -e /etc/crontab").returncode == 0
+    r = lab.ssh(dc, BREAK + (BREAK_IPV6 if ipv6 else "") + (" && chmod 0644 /etc/crontab" if cron else ""))
     assert r.returncode == 0, r.stderr
     healed = None
     try:
@@ -112,6 +114,7 @@ def test_broken_hardening_fails_with_controls_then_converge_heals(site):
             "test_hardening::test_no_core_dumps_in_a_session",
             "test_hardening::test_module_not_loadable",
             *(["test_hardening::test_ipv6_redirects_ignored"] if ipv6 else []),
+            *(["test_hardening::test_cron_files_for_root_only"] if cron else []),
         } == set(by_id), sorted(by_id)
         umask = next(r for r in by_id["test_hardening::test_login_defs"] if "UMASK" in r["nodeid"])
         assert "cis-deb12:5.4.3.3" in umask["controls"]
@@ -119,7 +122,7 @@ def test_broken_hardening_fails_with_controls_then_converge_heals(site):
         assert "usb-storage" in usb["nodeid"] and "cis-deb12:1.1.1.9" in usb["controls"]
         assert "cis-deb12:1.5.3" in by_id["test_hardening::test_no_core_dumps_in_a_session"][0]["controls"]
         assert "cis-deb12:5.4.3.2" in by_id["test_hardening::test_idle_shell_timeout"][0]["controls"]
-        healed, _ = playbook.run(lab, "--tags", "login,coredump,modprobe,sysctl", limit="nalbach-dc1")
+        healed, _ = playbook.run(lab, "--tags", "login,coredump,modprobe,sysctl,cron", limit="nalbach-dc1")
         assert healed.returncode == 0, healed.stdout[-4000:]
     finally:
         if healed is None or healed.returncode != 0:
