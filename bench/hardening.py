@@ -16,9 +16,12 @@ report and log in that directory) and removed afterwards with its report: nothin
 
 `--before-tree DIR` first converges the lab with another checkout (e.g. `git worktree add
 /tmp/before <commit>`) and audits it ("before"); then this tree converges the same hosts and
-they are audited again ("after"). Results: bench/results/hardening.json.
+they are audited again ("after"). With `--before-only` the after figure comes from the lab
+tests instead: `BASISIT_HARDENING_RESULTS=FILE pytest -m lab tests/lab/test_hardening.py`
+audits the session's freshly converged lab (record_after). Results: bench/results/hardening.json
+(or $BASISIT_HARDENING_RESULTS); then bench/report.py.
 
-    .venv/bin/python bench/hardening.py --before-tree /tmp/lyn-before --note "before = main e1f0239"
+    .venv/bin/python bench/hardening.py --before-tree /tmp/before --before-note "before = main e1f0239"
     .venv/bin/python bench/hardening.py                 # "after" only
 
 The lab is one per machine: run it when no other lab holds the machine (the lab turn lock).
@@ -45,7 +48,7 @@ from machine import describe  # bench/machine.py: bench/ is on sys.path when a b
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-OUT = ROOT / "bench" / "results" / "hardening.json"
+OUT = Path(os.environ.get("BASISIT_HARDENING_RESULTS") or ROOT / "bench" / "results" / "hardening.json")
 WAIVERS = ROOT / "bench" / "lynis" / "custom.prf"
 STATE = Path("/tmp/basisit-bench-hardening/state")
 PREFIX = "bh"
@@ -251,8 +254,8 @@ def commit_of(tree: Path) -> str:
     return (p.stdout.strip() or "?") + ("+changes" if dirty.strip() else "")
 
 
-def audit_all(state: Path, tarball: bytes) -> dict[str, dict]:
-    hosts = hosts_of_lab(state)
+def audit_all(state: Path, tarball: bytes, only: set[str] | None = None) -> dict[str, dict]:
+    hosts = {n: h for n, h in hosts_of_lab(state).items() if only is None or n in only}
     out: dict[str, dict] = {}
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(hosts) or 1) as pool:  # CPU-bound: ~1 min each
         futs = {pool.submit(audit_host, state, h["address"], tarball): name for name, h in hosts.items()}
@@ -290,6 +293,28 @@ def phase(state: Path, tree: Path, logs: Path, name: str, tarball: bytes, note: 
     return r
 
 
+def record_after(state: Path, out: Path, converge: dict, only: set[str] | None = None, note: str = "") -> dict:
+    """The after figure from a lab that is already converged with this tree (the lab tests'
+    session, tests/lab/test_hardening.py): audit every host, merge it into `out`."""
+    hosts = audit_all(state, lynis_tarball(), only)
+    idx = [h["hardening_index"] for h in hosts.values() if "hardening_index" in h]
+    doc = json.loads(out.read_text(encoding="utf-8")) if out.exists() else {"benchmark": "hardening"}
+    doc.update(target=TARGET, kommune=KOMMUNE, waivers=read_waivers())
+    doc["after"] = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "commit": commit_of(ROOT),
+        "machine": describe(),
+        "converge": converge,
+        "hosts": hosts,
+        "index_min": min(idx) if idx else None,
+        "hosts_below_target": sorted(n for n, h in hosts.items() if h.get("hardening_index", 0) < TARGET),
+        **({"note": note} if note else {}),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return doc["after"]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--before-tree", type=Path, help="converge and audit with this checkout first (the 'before')")
@@ -297,6 +322,11 @@ def main() -> int:
     ap.add_argument("--note", default="", help="stored with the after entry")
     ap.add_argument("--state", type=Path, default=STATE)
     ap.add_argument("--keep", action="store_true", help="leave the lab up at the end")
+    ap.add_argument(
+        "--before-only",
+        action="store_true",
+        help="only the before tree (the after figure then comes from a lab turn, see record_after)",
+    )
     a = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench/hardening.py drives the lab: run it as root")
@@ -320,7 +350,8 @@ def main() -> int:
         if a.before_tree:
             doc["before"] = phase(state, a.before_tree.resolve(), logs, "before", bare, a.before_note)
             OUT.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        doc["after"] = phase(state, ROOT, logs, "after", tarball, a.note)
+        if not a.before_only:
+            doc["after"] = phase(state, ROOT, logs, "after", tarball, a.note)
         OUT.parent.mkdir(parents=True, exist_ok=True)
         OUT.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         print(f"wrote {OUT} (logs {logs})", flush=True)

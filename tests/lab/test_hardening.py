@@ -8,7 +8,9 @@ of this module. The breaks are undone by the converge, and in a `finally` should
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -18,6 +20,7 @@ import playbook
 import pytest
 
 pytestmark = pytest.mark.lab
+
 
 ROOT = Path(__file__).resolve().parents[2]
 KOMMUNE = "nalbach"
@@ -132,3 +135,29 @@ def test_broken_hardening_fails_with_controls_then_converge_heals(site):
     assert recap["nalbach-dc1"]["changed"] >= 5, healed.stdout[-4000:]
     p, doc = verify(state, "--", "-k", SELECT)
     assert p.returncode == 0, p.stdout[-4000:]
+
+
+def test_lynis_after_figure(site, converged):
+    """Opt-in ($BASISIT_HARDENING_RESULTS=FILE): Lynis in every host of this freshly converged lab,
+    merged into FILE as bench/hardening.py's "after" figure; the audit leaves nothing in a guest."""
+    out = os.environ.get("BASISIT_HARDENING_RESULTS")
+    if not out:
+        pytest.skip("set BASISIT_HARDENING_RESULTS=bench/results/hardening.json to record the Lynis figure")
+    lab, _state = site
+    sys.path.insert(0, str(ROOT / "bench"))
+    spec = importlib.util.spec_from_file_location("bench_hardening", ROOT / "bench" / "hardening.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    first = playbook.recap(converged[1].stdout)
+    converge = {
+        "command": f"ansible-playbook playbooks/site.yml -l {playbook.LIMIT} (the lab tests' session converge)",
+        "exit_status": 0,
+        "changed": sum(v["changed"] for v in first.values()),
+        "failed_hosts": [],
+    }
+    after = bench.record_after(
+        lab.state, Path(out), converge, only=playbook.EXPECTED_HOSTS, note="after = a fresh lab (tests/lab session)"
+    )
+    assert set(after["hosts"]) >= playbook.EXPECTED_HOSTS, sorted(after["hosts"])
+    assert all("hardening_index" in h for h in after["hosts"].values()), after["hosts"]
+    assert not any(h["left_behind"] for h in after["hosts"].values()), after["hosts"]
