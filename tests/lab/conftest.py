@@ -2,7 +2,7 @@
 
 Module order (see pytest_collection_modifyitems): the lab's own tests on unconfigured hosts
 first (tests/lab/test_lab.py), then one converge of nalbach + zentral (the session fixture
-`converged`) shared by test_converge, test_verify and test_rollout, and the teardown check of
+`converged`) shared by test_converge, test_verify, test_hardening and test_rollout, and the teardown check of
 test_lab (`test_down_leaves_nothing`) last. Converging once keeps the lab stage of CI short.
 
 The session removes stale lab objects of a previous, interrupted run by their exact names (the
@@ -99,7 +99,7 @@ def _mounts_under(path: Path) -> list[str]:
 
 
 # Lab modules in the order they need the lab: unconfigured hosts, then one shared converge.
-MODULE_ORDER = ("test_lab.py", "test_converge.py", "test_verify.py", "test_rollout.py")
+MODULE_ORDER = ("test_lab.py", "test_converge.py", "test_verify.py", "test_hardening.py", "test_rollout.py")
 LAST = "test_lab.py::test_down_leaves_nothing"
 
 
