@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 from basisit import schema
 
 ZENTRAL = "zentral"
+# The local account Ansible and `basisit verify` connect as on every host: key-only login, the
+# only NOPASSWD sudo rule; its group is of the same name and one of sshd's AllowGroups. The lab's
+# golden image and cloud-init create it with the operator's key; nothing logs in as root.
+AUTOMATION_USER = "basisit-automation"
 
 
 @dataclass(frozen=True)

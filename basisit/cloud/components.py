@@ -26,7 +26,7 @@ with warnings.catch_warnings():
 from basisit import schema, sitefacts
 from basisit.cloud.config import CloudConfig, servers
 from basisit.cloud.plan import SitePlan
-from basisit.model import Host, Site
+from basisit.model import AUTOMATION_USER, Host, Site
 
 PKG = "basisit:cloud"
 
@@ -218,8 +218,9 @@ class SiteNetwork(pulumi.ComponentResource):
 # --- servers -------------------------------------------------------------------------------
 
 
-def user_data(host: Host, admins: list[schema.AdminSpec]) -> str:
-    """cloud-init for a server: hostname and the named admins with their public keys. Nothing secret."""
+def user_data(host: Host, admins: list[schema.AdminSpec], automation_keys: tuple[str, ...] | list[str] = ()) -> str:
+    """cloud-init for a server: hostname, the automation account and the named admins with their
+    public keys. Nothing secret."""
     doc = {
         "hostname": host.short,
         "fqdn": host.fqdn,
@@ -234,7 +235,7 @@ def user_data(host: Host, admins: list[schema.AdminSpec]) -> str:
                 "uid": a.uid,
                 "shell": "/bin/bash",
                 # The group base's sudo rule names (so the first converge's sessions already hold
-                # it); the bootstrap NOPASSWD rule is removed by that converge (base_sudo_remove_files).
+                # it); the bootstrap NOPASSWD rule is removed by that converge (base owns sudoers.d).
                 "groups": ["basisit-admins"],
                 "sudo": "ALL=(ALL) NOPASSWD:ALL",
                 "lock_passwd": True,
@@ -243,6 +244,19 @@ def user_data(host: Host, admins: list[schema.AdminSpec]) -> str:
             for a in admins
         ],
     }
+    # Ansible and verify log in as the automation account (root never: disable_root). Its
+    # bootstrap sudo rule lasts until the first converge writes base's rule for it.
+    doc["users"].insert(
+        0,
+        {
+            "name": AUTOMATION_USER,
+            "gecos": "basisit automation",
+            "shell": "/bin/bash",
+            "sudo": "ALL=(ALL:ALL) NOPASSWD:ALL",
+            "lock_passwd": True,
+            "ssh_authorized_keys": list(automation_keys),
+        },
+    )
     return "#cloud-config\n" + yaml.safe_dump(doc, sort_keys=False)
 
 
@@ -300,7 +314,7 @@ class Servers(pulumi.ComponentResource):
                 flavor_name=c.flavor(h),
                 availability_zone=c.availability_zone,
                 config_drive=True,
-                user_data=user_data(h, args.admins),
+                user_data=user_data(h, args.admins, c.automation_keys),
                 networks=[openstack.compute.InstanceNetworkArgs(port=port.id) for port in ports.values()],
                 metadata={"basisit_site": p.site.slug, "basisit_host": h.name, "basisit_roles": ",".join(h.roles)},
                 # cloud-init runs at first boot only and a new image version is Ansible's business
@@ -351,7 +365,9 @@ class Servers(pulumi.ComponentResource):
         entries = [host_entry(s) for s in self.servers]
         names = [s.host.name for s in self.servers]
         return pulumi.Output.all(*entries).apply(
-            lambda es: sitefacts.build(site, "cloud", standard_version, dict(zip(names, es, strict=True)))
+            lambda es: sitefacts.build(
+                site, "cloud", standard_version, dict(zip(names, es, strict=True)), {"user": AUTOMATION_USER}
+            )
         )
 
 

@@ -2,7 +2,9 @@
 
 A stack's config (`stacks/<project>/Pulumi.<stack>.yaml`) holds only cloud specifics: which
 clouds.yaml entry to use, region, image, flavor per role, data volume size per role, external
-network, availability zone, compute quota. Everything about the site itself (zones, hosts,
+network, availability zone, compute quota; and, set by the operator (not generated, kept by the
+generator), `automationSshKeys`: the public key(s) Ansible and `basisit verify` log in with as the
+automation account (cloud-init gives it to that account). Everything about the site itself (zones, hosts,
 addresses, allow matrix) comes from the model, never from config.
 
 `stack_config()` generates a stack's config from the model and the defaults tables below;
@@ -14,13 +16,14 @@ default for every Kommune, change the table and regenerate; to change one Kommun
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from basisit.model import Estate, Host, Site
+from basisit.model import AUTOMATION_USER, Estate, Host, Site
 
 KOMMUNE_PROJECT = "basisit-kommune"
 ZENTRAL_PROJECT = "basisit-zentral"
@@ -34,6 +37,11 @@ IMAGE = "debian-12-genericcloud-amd64"
 EXTERNAL_NETWORK = "public"
 AVAILABILITY_ZONE = "nova"
 MEMBER_ROLE = "member"
+# Set per stack by the operator (`pulumi config set --path 'automationSshKeys[0]' "$(cat KEY.pub)"`);
+# the generator keeps it. Public keys only: the private key stays with the control host (AWX).
+AUTOMATION_KEYS = "automationSshKeys"
+OPERATOR_KEYS = (AUTOMATION_KEYS,)  # config keys the operator sets per stack (no default, not generated)
+SSH_PUBLIC_KEY = re.compile(r"^(ssh-ed25519|ecdsa-sha2-nistp\d+|ssh-rsa) [A-Za-z0-9+/=]+( [^\n]*)?$")
 
 # Flavor per primary role (first role of a host kind) and size class; "*" = every size class.
 FLAVORS: dict[str, dict[str, str]] = {
@@ -90,6 +98,7 @@ class CloudConfig:
     volumes: dict[str, int]  # role -> GiB
     volume_type: str | None
     quota: Quota
+    automation_keys: tuple[str, ...] = ()  # the automation account's public keys (cloud-init)
 
     def flavor(self, host: Host) -> str:
         role = host.roles[0]
@@ -179,6 +188,9 @@ def render(site: Site, existing: str | None = None) -> str:
         old = yaml.safe_load(existing) or {}
         doc.update({k: old[k] for k in ENGINE_KEYS if k in old})
     doc["config"] = stack_config(site)
+    kept = f"{project_of(site)}:{AUTOMATION_KEYS}"
+    if existing and kept in ((yaml.safe_load(existing) or {}).get("config") or {}):
+        doc["config"][kept] = yaml.safe_load(existing)["config"][kept]
     body = yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, indent=2, width=1000)
     head = (
         "---\n"
@@ -232,4 +244,19 @@ def load(estate: Estate) -> CloudConfig:
         volumes={str(k): int(v) for k, v in (c.get_object("volumes") or {}).items()},
         volume_type=c.get("volumeType") or None,
         quota=quota,
+        automation_keys=automation_keys(stack, c.get_object(AUTOMATION_KEYS)),
     )
+
+
+def automation_keys(stack: str, value: Any) -> tuple[str, ...]:
+    """The stack's `automationSshKeys`: a non-empty list of SSH public keys; ConfigError otherwise
+    (without them no host of the stack could be reached by Ansible)."""
+    how = f"pulumi config set --path '{AUTOMATION_KEYS}[0]' \"$(cat KEY.pub)\""
+    if not value:
+        raise ConfigError(
+            f"stack {stack}: no {AUTOMATION_KEYS}: the public key(s) Ansible and verify log in with as "
+            f"{AUTOMATION_USER}; set it with `{how}`"
+        )
+    if not isinstance(value, list) or not all(isinstance(k, str) and SSH_PUBLIC_KEY.match(k.strip()) for k in value):
+        raise ConfigError(f"stack {stack}: {AUTOMATION_KEYS} must be a list of SSH public keys (`{how}`)")
+    return tuple(k.strip() for k in value)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import gc
+import json
 import os
 import pathlib
 import sys
@@ -289,10 +290,21 @@ def stack_config_from_file(site: Site, stacks_dir: Path = cloud_config.STACKS_DI
     return cloud_config.engine_config(site, doc)
 
 
+# The committed stack files do not carry the operator's automation key (set per stack with
+# `pulumi config set`); the mocks run with this public test key unless a config says otherwise.
+MOCK_AUTOMATION_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMockAutomationKeyForTheStackTestsOnly000000 mock"
+
+
+def with_automation_key(site: Site, cfg: dict[str, str]) -> dict[str, str]:
+    """cfg with MOCK_AUTOMATION_KEY as the automation key when it sets none."""
+    key = f"{cloud_config.project_of(site)}:{cloud_config.AUTOMATION_KEYS}"
+    return cfg if key in cfg else {**cfg, key: json.dumps([MOCK_AUTOMATION_KEY])}
+
+
 def run_site(estate: Estate, site: Site, config: dict[str, str] | None = None) -> StackRun:
     from basisit.cloud import program
 
-    cfg = stack_config_from_file(site) if config is None else config
+    cfg = with_automation_key(site, stack_config_from_file(site)) if config is None else config
     return run_program(lambda: program.run(estate), cloud_config.project_of(site), site.slug, cfg)
 
 

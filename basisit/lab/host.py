@@ -27,6 +27,7 @@ from pathlib import Path
 
 from basisit.lab import names, plan, system
 from basisit.lab.system import LabError
+from basisit.model import AUTOMATION_USER
 
 STOP_TERM_SECONDS = 8
 STOP_POWEROFF_SECONDS = 6
@@ -134,11 +135,7 @@ def prepare(
     for rel, content in plan.guest_files(hp).items():
         if fresh or rel not in plan.SEED_ONLY:
             _write(upper / rel, content)
-    ssh_dir = upper / "root/.ssh"
-    ssh_dir.mkdir(parents=True, exist_ok=True)
-    ssh_dir.chmod(0o700)
-    (upper / "root").chmod(0o700)
-    _write(ssh_dir / "authorized_keys", pubkey.strip() + "\n", 0o600)
+    authorize(upper, image_root, pubkey)
     if hp.router:
         set_links(state, hp, extra_links)
     rec = {
@@ -157,6 +154,43 @@ def prepare(
     _write(d / "host.json", json.dumps(rec, indent=2) + "\n")
     _write(d / "run.sh", _wrapper(d, hp, rec["group"], image_root), 0o755)
     return d
+
+
+def automation_account(image_root: Path, user: str = AUTOMATION_USER) -> tuple[int, int, str]:
+    """(uid, gid, home) of the automation account in the image's /etc/passwd; LabError without it."""
+    for line in (image_root / "etc/passwd").read_text(encoding="utf-8").splitlines():
+        f = line.split(":")
+        if len(f) >= 7 and f[0] == user:
+            return int(f[2]), int(f[3]), f[5]
+    raise LabError(
+        f"the golden image {image_root.parent.name} has no account {user}: rebuild it "
+        "(`basisit lab image --rebuild`) and recreate the hosts made from an older image (`basisit lab down`)"
+    )
+
+
+def authorize(upper: Path, image_root: Path, pubkey: str, user: str = AUTOMATION_USER) -> Path:
+    """The operator key as the automation account's only key, in the overlay's upper dir. A
+    directory created in the upper dir hides the image's attributes, so each one gets the owner
+    and mode it has in the image. Root gets no key (an older host's is removed): root never logs in."""
+    uid, gid, home = automation_account(image_root, user)
+    rel = Path(home.lstrip("/"))
+    for part in [*reversed(rel.parents[:-1]), rel]:
+        src, dst = image_root / part, upper / part
+        if not dst.is_dir():
+            dst.mkdir()
+            st = src.stat()
+            os.chown(dst, st.st_uid, st.st_gid)
+            dst.chmod(st.st_mode & 0o7777)
+    ssh_dir = upper / rel / ".ssh"
+    if not ssh_dir.is_dir():
+        ssh_dir.mkdir()
+    os.chown(ssh_dir, uid, gid)
+    ssh_dir.chmod(0o700)
+    keys = ssh_dir / "authorized_keys"
+    _write(keys, pubkey.strip() + "\n", 0o600)
+    os.chown(keys, uid, gid)
+    (upper / "root/.ssh/authorized_keys").unlink(missing_ok=True)
+    return keys
 
 
 def host_pubkey(d: Path) -> str | None:

@@ -24,13 +24,14 @@ import yaml
 
 from basisit.lab import names, system
 from basisit.lab.system import LabError
+from basisit.model import AUTOMATION_USER
 
 IMAGE_LIST = Path("group_vars") / "all" / "basisit_image.yml"  # relative to the inventory directory
 IMAGES_ENV = "BASISIT_LAB_IMAGES"  # where images are cached (default: <state>/lab/images)
 MIRROR_ENV = "BASISIT_LAB_MIRROR"
 SECURITY_MIRROR_ENV = "BASISIT_LAB_SECURITY_MIRROR"
 # Bump when the recipe below changes in a way that changes the image.
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3  # 3: the automation account and its bootstrap sudo rule, root login refused
 # Daemons no host may start before provisioning; the roles unmask what a host needs.
 MASKED = ("smbd", "nmbd", "winbind", "samba-ad-dc")
 # Services only some roles run: installed, not enabled (the role that needs one enables it).
@@ -155,6 +156,13 @@ systemctl mask $MASKED
 for s in $DISABLED; do systemctl disable "$s" 2>/dev/null || true; done
 systemctl enable systemd-networkd ssh
 rm -f /usr/sbin/policy-rc.d /etc/ssh/ssh_host_*
+# The automation account (Ansible, verify, the lab connect as it; host creation adds the key).
+# base's /etc/sudoers.d/basisit replaces this bootstrap rule at the first converge, keeping it.
+useradd --system --user-group --create-home --shell /bin/bash --comment "basisit automation" "$AUTOMATION_USER"
+printf '# basisit golden image: bootstrap rule, replaced by the base role\n%s ALL=(ALL:ALL) NOPASSWD: ALL\n' \
+  "$AUTOMATION_USER" > /etc/sudoers.d/basisit
+chmod 0440 /etc/sudoers.d/basisit
+visudo -c -q
 """
 
 
@@ -279,6 +287,7 @@ def build(state: Path, spec: ImageSpec, pfx: str, progress=print, force: bool = 
             "PACKAGES_NR": " ".join(spec.packages_no_recommends),
             "MASKED": " ".join(MASKED),
             "DISABLED": " ".join(DISABLED),
+            "AUTOMATION_USER": AUTOMATION_USER,
         }
         _nspawn_build(root, apt_cache.resolve(), SETUP_SCRIPT, env, log, pfx)
         _finish(root)
@@ -314,9 +323,11 @@ def _finish(root: Path) -> None:
     resolv.write_text("# written per host by `basisit lab up`; the roles manage it\n", encoding="utf-8")
     sshd = root / "etc/ssh/sshd_config.d"
     sshd.mkdir(parents=True, exist_ok=True)
-    (sshd / "00-basisit-lab.conf").write_text(
-        "# basisit golden image: every host gets its own ed25519 host key, no other type\n"
-        "HostKey /etc/ssh/ssh_host_ed25519_key\n",
+    # base's drop-in of the same name replaces it at the first converge (it owns sshd_config.d).
+    (sshd / "10-basisit.conf").write_text(
+        "# basisit golden image: every host gets its own ed25519 host key, no other type; no root login\n"
+        "HostKey /etc/ssh/ssh_host_ed25519_key\n"
+        "PermitRootLogin no\n",
         encoding="utf-8",
     )
     # auditd cannot run in a container ("audit support not in kernel"): skip it there instead of

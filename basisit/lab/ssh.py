@@ -1,17 +1,21 @@
 """The operator's way into guests: one ed25519 key per state directory, a known_hosts file of
 every host's own key, strict host key checking. The lab reaches guests only this way (never
-with nsenter, which keeps the host's privileges)."""
+with nsenter, which keeps the host's privileges), as the automation account (the golden image
+brings it, host creation gives it the operator key), with `sudo -n` for what needs root. Nothing
+logs in as root: the hosts refuse it."""
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import time
 from pathlib import Path
 
 from basisit.lab import system
 from basisit.lab.system import LabError
+from basisit.model import AUTOMATION_USER
 
-USER = "root"  # Ansible's user in the lab until the base role creates named admins
+USER = AUTOMATION_USER  # the lab's hosts are reached (by Ansible, verify, the lab) as this account only
 
 
 def key_file(state: Path) -> Path:
@@ -69,10 +73,31 @@ def common_args(state: Path) -> str:
     )
 
 
+def remote_command(command: str, root: bool = True) -> str:
+    """What ssh runs: `command` itself, or (root) through `sudo -n /bin/sh -c` (never a password prompt)."""
+    return f"sudo -n /bin/sh -c {shlex.quote(command)}" if root else command
+
+
 def run(
-    state: Path, address: str, command: str, input: str | None = None, timeout: float = 30, connect_timeout: int = 3
+    state: Path,
+    address: str,
+    command: str,
+    input: str | None = None,
+    timeout: float = 30,
+    connect_timeout: int = 3,
+    root: bool = True,
+    user: str = USER,
 ) -> subprocess.CompletedProcess:
-    cmd = ["ssh", *options(state), "-o", f"ConnectTimeout={connect_timeout}", f"{USER}@{address}", command]
+    """`command` on the guest as `user` (root: through sudo -n). `user` other than the automation
+    account is for tests that show a login is refused."""
+    cmd = [
+        "ssh",
+        *options(state),
+        "-o",
+        f"ConnectTimeout={connect_timeout}",
+        f"{user}@{address}",
+        remote_command(command, root),
+    ]
     try:
         return subprocess.run(cmd, capture_output=True, text=True, input=input, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -88,15 +113,15 @@ def check(state: Path, address: str, command: str, input: str | None = None, tim
 
 
 def answers(state: Path, address: str) -> bool:
-    return run(state, address, "true", timeout=8, connect_timeout=2).returncode == 0
+    return run(state, address, "true", timeout=8, connect_timeout=2, root=False).returncode == 0
 
 
 def wait_ready(state: Path, address: str, timeout: float) -> float:
-    """Poll `ssh root@address true` until it succeeds; seconds taken. LabError after timeout."""
+    """Poll `ssh <automation account>@address true` until it succeeds; seconds taken. LabError after timeout."""
     t0 = time.monotonic()
     last = ""
     while True:
-        p = run(state, address, "true", timeout=8, connect_timeout=2)
+        p = run(state, address, "true", timeout=8, connect_timeout=2, root=True)
         if p.returncode == 0:
             return time.monotonic() - t0
         last = (p.stderr.strip().splitlines() or [""])[-1]

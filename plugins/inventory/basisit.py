@@ -17,6 +17,8 @@ description:
   - C(ansible_host) and the SSH settings come from the site facts written by C(basisit lab up) or
     C(basisit facts import) when they exist; otherwise the planned address is used. Hosts that a
     site's facts do not list (e.g. endpoints beyond the lab's cap) go to group C(not_realised).
+  - Realised hosts are reached as the facts' SSH user, the automation account
+    (C(basisit_automation_user)), with C(ansible_become) (sudo) when the facts name a user other than root.
   - Constructable (C(compose), C(groups), C(keyed_groups), C(strict)) over every host's variables,
     including its site group's C(basisit_site); Cacheable (C(cache), C(cache_plugin),
     C(cache_timeout), C(cache_connection)), keyed on the content of every file of the inventory
@@ -72,7 +74,7 @@ from ansible.utils.vars import combine_vars
 
 try:
     import basisit
-    from basisit import derived, policy, sitefacts
+    from basisit import derived, model, policy, sitefacts
     from basisit.lab import plan as lab_plan
     from basisit.validate import InventoryError, load_estate
 except ImportError as e:  # pragma: no cover - reported to the user by Ansible
@@ -218,6 +220,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         # Of the standard, what roles read (admins and service settings); the allow matrix, the
         # addressing plan and the host kinds are the model's input, already resolved above.
         inv.set_variable("all", "basisit_standard", standard_vars(std))
+        # The account Ansible connects as (base keeps it, its sudo rule and its sshd group).
+        inv.set_variable("all", "basisit_automation_user", model.AUTOMATION_USER)
         # Where the model lives: lookup('basisit_model', ...) reads the same estate.
         inv.set_variable("all", "basisit_inventory_dir", inv_dir)
         # Where lab secrets (mode 0600) and other runtime state live on the control host.
@@ -283,6 +287,9 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                     inv.set_variable(host.name, "ansible_port", real["ansible_port"])
                 if ssh.get("user"):
                     inv.set_variable(host.name, "ansible_user", ssh["user"])
+                # A login account the facts name other than root (the automation account): every
+                # play runs with sudo (tasks delegated to the control host take its vars there).
+                inv.set_variable(host.name, "ansible_become", bool(ssh.get("user")) and ssh["user"] != "root")
                 if ssh.get("private_key_file"):
                     inv.set_variable(host.name, "ansible_ssh_private_key_file", ssh["private_key_file"])
                 args = ssh.get("common_args", "")

@@ -8,6 +8,7 @@ import subprocess
 
 import pytest
 
+from basisit.model import AUTOMATION_USER
 from basisit.verify.suite import connect, context, estate, not_applicable, role_default, sshd_effective, words
 
 pytestmark = pytest.mark.role("any")
@@ -63,7 +64,7 @@ SSHD_OPTIONS = [
     ("permitemptypasswords", {"no"}, ("gs:SYS.1.3.A8", "cis-deb12:5.1.19", "devsec:sshd-28")),
     ("kbdinteractiveauthentication", {"no"}, ("gs:SYS.1.3.A8", "devsec:sshd-29")),
     ("pubkeyauthentication", {"yes"}, ("gs:SYS.1.3.A8", "devsec:sshd-22")),
-    ("permitrootlogin", {"no", "prohibit-password", "without-password"}, ("gs:OPS.1.1.2.A6", "devsec:sshd-06")),
+    ("permitrootlogin", {"no"}, ("gs:OPS.1.1.2.A6", "cis-deb12:5.1.20", "devsec:sshd-06", "wiba:IT-Administration")),
     ("hostbasedauthentication", {"no"}, ("gs:SYS.1.3.A8", "cis-deb12:5.1.10", "devsec:sshd-25")),
     ("ignorerhosts", {"yes"}, ("gs:SYS.1.3.A8", "cis-deb12:5.1.11", "devsec:sshd-23")),
     ("permituserenvironment", {"no"}, ("gs:SYS.1.1.A2", "cis-deb12:5.1.21", "devsec:sshd-17")),
@@ -84,6 +85,28 @@ SSHD_OPTIONS = [
 )
 def test_sshd_option(sshd, option, allowed):
     assert sshd.get(option) in allowed, f"sshd -T: {option} {sshd.get(option)}; expected {' or '.join(sorted(allowed))}"
+
+
+@pytest.mark.feature("base/sshd")
+@pytest.mark.controls("cis-deb12:5.1.4", "gs:OPS.1.1.2.A6", "wiba:IT-Administration")
+def test_sshd_allow_groups(sshd):
+    """Effective AllowGroups: exactly the named admins' group and the automation account's group."""
+    expected = {role_default("base", "base_admins_group"), AUTOMATION_USER}
+    groups = words(sshd.get("allowgroups", ""))
+    assert groups == expected, f"sshd -T: allowgroups {sorted(groups) or 'not set'}; expected {sorted(expected)}"
+    assert not sshd.get("allowusers"), f"sshd -T: allowusers {sshd['allowusers']} besides the groups"
+
+
+SSHD_DROPINS = "/etc/ssh/sshd_config.d"
+
+
+@pytest.mark.feature("base/sshd")
+@pytest.mark.controls("gs:SYS.1.3.A8", "cis-deb12:5.1.1", "devsec:sshd-05")
+def test_sshd_config_d_only_managed(host):
+    """Base owns sshd_config.d: its drop-in alone (one sorting first would override it)."""
+    found = host.check_output(f"find {SSHD_DROPINS} -mindepth 1 -maxdepth 1 -printf '%f\\n'").split()
+    extra = sorted(set(found) - {"10-basisit.conf"})
+    assert not extra, f"files in {SSHD_DROPINS} base does not manage: {extra}"
 
 
 @pytest.mark.feature("base/sshd")
@@ -170,6 +193,25 @@ def test_ssh_password_login_refused(target):
     assert "password" not in methods.split(",") and "keyboard-interactive" not in methods.split(","), denied[-1]
 
 
+@pytest.mark.feature("base/sshd")
+@pytest.mark.controls("gs:OPS.1.1.2.A6", "cis-deb12:5.1.20", "devsec:sshd-06")
+def test_ssh_root_login_refused(target):
+    """Real client behaviour: root is refused, with the key the automation account logs in with."""
+    if target.reachable is False:
+        pytest.fail(target.error, pytrace=False)
+    cfg = context()["ssh_config"]
+    opts = ["-o", "ControlMaster=no", "-o", "ControlPath=none", "-o", "LogLevel=INFO", "-o", "User=root"]
+    p = subprocess.run(
+        ["ssh", "-F", cfg, *opts, target.name, "true"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        stdin=subprocess.DEVNULL,
+    )
+    assert p.returncode == 255, "a root login succeeded"
+    assert "Permission denied" in p.stderr, f"no authentication refusal from the server: {p.stderr.strip()}"
+
+
 # --- named admins ---------------------------------------------------------------------------
 
 
@@ -210,7 +252,7 @@ def test_no_local_account_of_an_unlisted_person(host):
         for f in (ln.split(":") for ln in host.check_output("cat /etc/passwd").splitlines())
         if lo <= int(f[2]) <= hi
     }
-    unlisted = people - {a.name for a in _admins()}
+    unlisted = people - {a.name for a in _admins()} - {AUTOMATION_USER}
     assert not unlisted, f"local accounts of people the standard does not list: {sorted(unlisted)}"
 
 
@@ -302,8 +344,8 @@ def test_sudo_logfile(host, sudoers):
 @pytest.mark.feature("base/sudo")
 @pytest.mark.controls("gs:OPS.1.1.2.A5", "gs:ORP.4.A2", "wiba:IT-Administration")
 def test_sudo_only_named_admins(host, sudoers):
-    """Whoever a sudo rule names (users, members of groups) is root or a named admin."""
-    named = {a.name for a in _admins()} | {"root"}
+    """Whoever a sudo rule names (users, members of groups) is root, a named admin or the automation account."""
+    named = {a.name for a in _admins()} | {"root", AUTOMATION_USER}
     grantees: set[str] = set()
     for ln in sudoers:
         first = ln.split()[0]
@@ -324,10 +366,11 @@ def test_sudo_only_named_admins(host, sudoers):
 @pytest.mark.feature("base/sudo")
 @pytest.mark.controls("gs:OPS.1.1.2.A16", "gs:ORP.4.A2", "wiba:IT-Administration")
 def test_sudo_only_through_the_admin_group(host):
-    """No bootstrap rule (cloud-init's NOPASSWD:ALL) and nobody in Debian's sudo group: sudo is the
-    admin group's rule in /etc/sudoers.d/basisit, nothing else."""
-    extra = host.check_output("find /etc/sudoers.d -maxdepth 1 -type f ! -name basisit ! -name README -printf '%f\\n'")
-    assert not extra.strip(), f"sudo rule files besides basisit: {extra.split()}"
+    """No bootstrap rule (cloud-init's NOPASSWD:ALL), no hand-made rule, nobody in Debian's sudo
+    group: sudo is the rules of /etc/sudoers.d/basisit (admin group, automation account), and base
+    owns the directory (any other file there, README included, is one sudo may read)."""
+    extra = host.check_output("find /etc/sudoers.d -mindepth 1 -maxdepth 1 ! -name basisit -printf '%f\\n'")
+    assert not extra.strip(), f"files in /etc/sudoers.d besides basisit: {extra.split()}"
     members = host.check_output("getent group sudo").split(":")[3]
     assert not words(members), f"members of Debian's sudo group: {members}"
 

@@ -99,7 +99,14 @@ def _mounts_under(path: Path) -> list[str]:
 
 
 # Lab modules in the order they need the lab: unconfigured hosts, then one shared converge.
-MODULE_ORDER = ("test_lab.py", "test_converge.py", "test_verify.py", "test_hardening.py", "test_rollout.py")
+MODULE_ORDER = (
+    "test_lab.py",
+    "test_converge.py",
+    "test_verify.py",
+    "test_hardening.py",
+    "test_access.py",
+    "test_rollout.py",
+)
 LAST = "test_lab.py::test_down_leaves_nothing"
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from basisit.lab import names, plan, system
+from basisit.model import AUTOMATION_USER
 
 pytestmark = pytest.mark.lab
 
@@ -65,7 +66,7 @@ def test_site_facts_describe_what_runs(lab):
         doc = sitefacts.read(lab.state, slug)
         assert doc is not None and doc["backend"] == "lab"
         sitefacts.check_against_model(doc, lab.estate.site(slug))
-        assert doc["ssh"]["user"] == "root"
+        assert doc["ssh"]["user"] == AUTOMATION_USER
         assert Path(doc["ssh"]["private_key_file"]).stat().st_mode & 0o777 == 0o600
         assert Path(doc["ssh"]["known_hosts_file"]).is_file()
 

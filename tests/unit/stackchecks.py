@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import ipaddress
 
+import yaml
+
 from basisit import sitefacts
 from basisit.cloud import config as cloud_config
+from basisit.cloud import mockrun
 from basisit.cloud import plan as cloud_plan
 from basisit.cloud.mockrun import StackRun
-from basisit.model import Estate, Site
+from basisit.model import AUTOMATION_USER, Estate, Site
 
 T_PROJECT = "openstack:identity/project:Project"
 T_ROLE = "openstack:identity/roleAssignment:RoleAssignment"
@@ -257,6 +260,14 @@ def check_user_data(estate: Estate, run: StackRun) -> list[str]:
         ud = r.inputs.get("userData") or ""
         if not ud.startswith("#cloud-config\n"):
             problems.append(f"{r.name}: user data is not cloud-config")
+        doc = yaml.safe_load(ud) if ud.startswith("#cloud-config\n") else {}
+        auto = [u for u in doc.get("users", []) if u.get("name") == AUTOMATION_USER]
+        if not auto or auto[0].get("ssh_authorized_keys") != [mockrun.MOCK_AUTOMATION_KEY]:
+            problems.append(
+                f"{r.name}: automation account {AUTOMATION_USER} with the stack's key missing from cloud-init"
+            )
+        if doc.get("disable_root") is not True:
+            problems.append(f"{r.name}: cloud-init leaves root login enabled")
         for a in estate.standard.admins:
             if f"name: {a.name}" not in ud:
                 problems.append(f"{r.name}: admin {a.name} missing from cloud-init")
@@ -281,6 +292,10 @@ def check_facts(site: Site, run: StackRun) -> list[str]:
     problems = []
     if doc.get("backend") != "cloud":
         problems.append(f"backend {doc.get('backend')!r}, expected cloud")
+    if doc.get("ssh", {}).get("user") != AUTOMATION_USER:
+        problems.append(
+            f"ssh user {doc.get('ssh', {}).get('user')!r}, expected the automation account {AUTOMATION_USER}"
+        )
     servers = {h.name: h for h in cloud_config.servers(site)}
     if set(doc["hosts"]) != set(servers):
         problems.append(f"hosts {sorted(doc['hosts'])} differ from the servers {sorted(servers)}")

@@ -12,6 +12,7 @@ import pytest
 from conftest import ROOT, edit
 
 from basisit import derived, sitefacts
+from basisit.model import AUTOMATION_USER
 from basisit.validate import load_estate
 
 ANSIBLE_INVENTORY = Path(sys.executable).parent / "ansible-inventory"
@@ -91,6 +92,18 @@ def test_ansible_host_comes_from_site_facts(tmp_path):
     assert "nalbach-nal-ws-001" in data["not_realised"]["hosts"]
     # other sites keep their planned addresses
     assert hv["bexbach-dc1"]["ansible_host"] == "10.160.212.74"
+    assert hv["nalbach-gw"]["ansible_user"] == "root" and hv["nalbach-gw"]["ansible_become"] is False
+
+
+def test_the_automation_account_connects_with_sudo(tmp_path):
+    site = load_estate(ROOT / "inventory").kommunen["nalbach"]
+    hosts = {
+        "nalbach-dc1": {"roles": ["ad_dc"], "addresses": {"server": "10.160.168.74"}, "ansible_host": "10.160.168.74"}
+    }
+    sitefacts.write(tmp_path, sitefacts.build(site, "lab", 1, hosts, {"user": AUTOMATION_USER}))
+    hv = inventory_list(tmp_path)["_meta"]["hostvars"]
+    assert hv["nalbach-dc1"]["ansible_user"] == AUTOMATION_USER and hv["nalbach-dc1"]["ansible_become"] is True
+    assert hv["nalbach-dc1"]["basisit_automation_user"] == AUTOMATION_USER  # base keeps this account
 
 
 def test_invalid_inventory_fails_with_the_report(tmp_path, inv):

@@ -25,7 +25,7 @@ from basisit.cloud import config as cloud_config
 from basisit.cloud import mockrun
 from basisit.cloud import plan as cloud_plan
 from basisit.cloud.components import openstack
-from basisit.model import Estate
+from basisit.model import AUTOMATION_USER, Estate
 from basisit.validate import load_estate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,8 +107,8 @@ def test_pulumi_yaml_documents_every_config_key(project):
     assert all(v.get("description") for v in declared.values())
     used = set(committed_config("zentral" if project == "zentral" else "bexbach"))
     assert used <= set(declared), used - set(declared)
-    # keys without a stack value need a default, or `pulumi up` stops
-    assert all("default" in v for k, v in declared.items() if k not in used)
+    # keys without a stack value need a default, or `pulumi up` stops (intended for the operator's own)
+    assert all("default" in v for k, v in declared.items() if k not in used and k not in cloud_config.OPERATOR_KEYS)
 
 
 def test_stacks_config_check_flags_a_stale_file(tmp_path):
@@ -324,7 +324,8 @@ def test_entry_point_exports_the_outputs(project, slug):
         runpy.run_path(str(cloud_config.STACKS_DIR / project / "__main__.py"), run_name="__main__")
         return dict(pulumi.runtime.get_root_resource().outputs)
 
-    run = mockrun.run_program(program, cloud_config.project_of(site), slug, mockrun.stack_config_from_file(site))
+    cfg = mockrun.with_automation_key(site, mockrun.stack_config_from_file(site))
+    run = mockrun.run_program(program, cloud_config.project_of(site), slug, cfg)
     assert {"site", "project_id", "zones", "dns_zone", "site_facts"} <= set(run.outputs)
     assert sc.check_facts(site, run) == []
 
@@ -338,3 +339,38 @@ def test_entry_point_refuses_a_stack_of_the_other_project():
 
     with pytest.raises(cloud_config.ConfigError, match="does not belong"):
         mockrun.run_program(program, "basisit-zentral", "tholey", mockrun.stack_config_from_file(site))
+
+
+def test_automation_keys_are_required_and_checked():
+    """Without the operator's automation key no host of a stack could be reached: a clear error."""
+    with pytest.raises(cloud_config.ConfigError, match=r"no automationSshKeys.*pulumi config set --path"):
+        cloud_config.automation_keys("bexbach", None)
+    with pytest.raises(cloud_config.ConfigError, match="list of SSH public keys"):
+        cloud_config.automation_keys("bexbach", ["not a key"])
+    assert cloud_config.automation_keys("bexbach", [mockrun.MOCK_AUTOMATION_KEY + "\n"]) == (
+        mockrun.MOCK_AUTOMATION_KEY,
+    )
+    site = ESTATE.site("bexbach")
+    with pytest.raises(cloud_config.ConfigError, match="no automationSshKeys"):
+        mockrun.run_site(ESTATE, site, mockrun.stack_config_from_file(site))
+
+
+def test_automation_account_missing_from_user_data_is_caught():
+    run = run_of("nalbach")
+    inst = run.of_type(sc.T_INSTANCE)[0]
+    ud = inst.inputs["userData"].replace(f"name: {AUTOMATION_USER}", "name: someone-else")
+    assert ud != inst.inputs["userData"]
+    broken = replace(
+        run, mocks=mockrun.RecordingMocks(resources=[replace(inst, inputs={**inst.inputs, "userData": ud})])
+    )
+    assert any("automation account" in x for x in sc.check_user_data(ESTATE, broken))
+
+
+def test_stacks_config_keeps_the_operators_automation_key(tmp_path):
+    stacks_cli.sync(ESTATE, tmp_path, check=False)
+    target = tmp_path / "kommune" / "Pulumi.tholey.yaml"
+    key = f"  basisit-kommune:automationSshKeys:\n  - {mockrun.MOCK_AUTOMATION_KEY}\n"
+    target.write_text(target.read_text(encoding="utf-8") + key, encoding="utf-8")
+    assert stacks_cli.sync(ESTATE, tmp_path, check=True) == ([], [])
+    stacks_cli.sync(ESTATE, tmp_path, check=False)
+    assert mockrun.MOCK_AUTOMATION_KEY in target.read_text(encoding="utf-8")

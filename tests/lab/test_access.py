@@ -1,0 +1,113 @@
+"""Named people only, and converge heals what it owns (issue 12 items 4/5, issue 15), on the
+converged session lab (nalbach + zentral).
+
+Nobody logs in as root: the lab, Ansible and verify reach every host as the automation account
+(sudo for root's work), and a root login with the same key is refused on every host. Then a host
+is broken on purpose: an sshd drop-in sorting before base's (`00-evil.conf`, PermitRootLogin yes)
+and a hand-made `/etc/sudoers.d/evil`. Verify names both as failures with their control ids; a
+converge of that host's sshd and sudo removes both (reported as changes), and verify passes again.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import playbook
+import pytest
+
+from basisit.lab import ssh
+from basisit.model import AUTOMATION_USER
+
+pytestmark = pytest.mark.lab
+
+ROOT = Path(__file__).resolve().parents[2]
+KOMMUNE = "nalbach"
+
+EVIL_DROPIN = "/etc/ssh/sshd_config.d/00-evil.conf"
+EVIL_SUDOERS = "/etc/sudoers.d/evil"
+
+
+@pytest.fixture(scope="module")
+def site(converged):
+    """nalbach + zentral converged; a verify state dir of this module with the lab's facts and secrets."""
+    lab, first, _ = converged
+    playbook.assert_recap(first, "converge for the access tests")
+    state = lab.state / "verify-access"
+    shutil.rmtree(state, ignore_errors=True)
+    (state / "facts").mkdir(parents=True)
+    for f in (lab.state / "facts").glob("*.json"):
+        shutil.copy2(f, state / "facts" / f.name)
+    shutil.copytree(lab.state / "secrets", state / "secrets")
+    return lab, state
+
+
+def verify(state: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """`basisit verify --kommune nalbach ARGS` on `state`; (process, the run's results.json)."""
+    cmd = [sys.executable, "-m", "basisit.cli", "--inventory", str(ROOT / "inventory"), "--state", str(state), "verify"]
+    p = subprocess.run([*cmd, "--kommune", KOMMUNE, *args], capture_output=True, text=True, cwd=ROOT, timeout=900)
+    runs = sorted((state / "reports" / "runs").iterdir()) if (state / "reports" / "runs").exists() else []
+    doc = json.loads((runs[-1] / "results.json").read_text(encoding="utf-8")) if runs else {}
+    return p, doc
+
+
+def failing(doc: dict) -> list[dict]:
+    return [r for r in doc.get("results", []) if r["state"] == "fail"]
+
+
+def host_address(lab, name: str) -> str:
+    return next(str(h.address) for h in lab.estate.hosts() if h.name == name)
+
+
+def test_every_host_refuses_root_and_admits_the_automation_account(site):
+    lab, _ = site
+    for name in sorted(playbook.EXPECTED_HOSTS):
+        addr = host_address(lab, name)
+        r = ssh.run(lab.state, addr, "true", user="root", root=False)
+        assert r.returncode == 255 and "Permission denied" in r.stderr, f"{name}: root login: {r.returncode} {r.stderr}"
+        me = lab.ssh(addr, 'printf \'%s %s\' "$SUDO_USER" "$(id -un)"')
+        assert me.returncode == 0 and me.stdout == f"{AUTOMATION_USER} root", f"{name}: {me.stdout} {me.stderr}"
+
+
+def test_evil_sshd_dropin_and_sudoers_file_fail_then_converge_removes_them(site):
+    lab, state = site
+    dc = host_address(lab, f"{KOMMUNE}-dc1")
+    plant = (
+        f"printf 'PermitRootLogin yes\\n' > {EVIL_DROPIN}"
+        f" && printf 'nobody ALL=(ALL) NOPASSWD: ALL\\n' > {EVIL_SUDOERS} && chmod 0440 {EVIL_SUDOERS}"
+        " && systemctl reload ssh && sshd -T | grep -i '^permitrootlogin'"
+    )
+    r = lab.ssh(dc, plant)
+    assert r.returncode == 0 and r.stdout.split() == ["permitrootlogin", "yes"], r.stdout + r.stderr
+    try:
+        # Defence in depth: root is still refused (not in AllowGroups), but the checks fail.
+        assert ssh.run(lab.state, dc, "true", user="root", root=False).returncode == 255
+        p, doc = verify(state, "--jobs", "2", "--", "-k", "sshd or sudo or root_login")
+        assert p.returncode == 1, p.stdout[-3000:]
+        fails = [r for r in failing(doc) if r["host"] == f"{KOMMUNE}-dc1"]
+        by_id = {r["test_id"]: r for r in fails}
+        assert {
+            "test_base::test_sshd_option",
+            "test_base::test_sshd_config_d_only_managed",
+            "test_base::test_sudo_only_through_the_admin_group",
+            "test_base::test_sudo_only_named_admins",
+        } <= set(by_id), sorted(by_id)
+        root = [r for r in fails if r["test_id"] == "test_base::test_sshd_option"]
+        assert [r["nodeid"] for r in root if "permitrootlogin" in r["nodeid"]] == [r["nodeid"] for r in root], root
+        assert {"cis-deb12:5.1.20", "devsec:sshd-06"} <= set(root[0]["controls"])
+        assert "00-evil.conf" in by_id["test_base::test_sshd_config_d_only_managed"]["message"]
+        assert "'evil'" in by_id["test_base::test_sudo_only_through_the_admin_group"]["message"]
+        assert "nobody" in by_id["test_base::test_sudo_only_named_admins"]["message"]
+        assert all(r["host"] == f"{KOMMUNE}-dc1" for r in failing(doc)), [r["nodeid"] for r in failing(doc)]
+        healed, _ = playbook.run(lab, "--tags", "sshd,sudo", limit=f"{KOMMUNE}-dc1")
+        assert healed.returncode == 0, healed.stdout[-4000:]
+    finally:
+        lab.ssh(dc, f"rm -f {EVIL_DROPIN} {EVIL_SUDOERS}; systemctl reload ssh; true")
+    # the converge removed both, reported as changes, and reloaded sshd
+    assert f"item={EVIL_DROPIN}" in healed.stdout and f"item={EVIL_SUDOERS}" in healed.stdout, healed.stdout[-4000:]
+    assert playbook.recap(healed.stdout)[f"{KOMMUNE}-dc1"]["changed"] >= 2
+    p, doc = verify(state, "--jobs", "2", "--", "-k", "sshd or sudo or root_login")
+    assert p.returncode == 0 and not failing(doc), [r["nodeid"] for r in failing(doc)]
