@@ -370,3 +370,14 @@ def udp_dns_probe(h, address: str, name: str = "localhost", timeout: float = 2.0
 
 def words(s: str) -> set[str]:
     return set(re.split(r"[\s,]+", s.strip())) - {""}
+
+
+def configured_hard_limit(text: str, domain: str, item: str) -> str | None:
+    """The hard value pam_limits' files give `domain` for `item` (the last `hard` or `-` line wins;
+    None when no line sets it)."""
+    value = None
+    for line in text.splitlines():
+        fields = line.split("#", 1)[0].split()
+        if len(fields) == 4 and fields[0] == domain and fields[1] in ("hard", "-") and fields[2] == item:
+            value = fields[3]
+    return value

@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from basisit.verify.suite import not_applicable, role_default
+from basisit.verify.suite import configured_hard_limit, not_applicable, role_default
 
 pytestmark = pytest.mark.role("any")
 
@@ -78,7 +78,7 @@ def test_interactive_shell_umask(host):
 def test_idle_shell_timeout(host):
     want = role_default("base", "base_login_tmout")
     lines = host.check_output(
-        "bash -l -i -c 'echo tmout=$TMOUT; readonly -p | grep -q \" TMOUT=\" && echo readonly' 2>/dev/null </dev/null"
+        "bash -l -i -c 'echo tmout=$TMOUT; readonly -p | grep -q \" TMOUT=\" && echo readonly; true' 2>/dev/null </dev/null"
     )
     tmout = re.search(r"^tmout=(\d*)$", lines, re.M)
     assert tmout and tmout.group(1) and int(tmout.group(1)) <= int(want), (
@@ -90,7 +90,15 @@ def test_idle_shell_timeout(host):
 @pytest.mark.feature("base/coredump")
 @pytest.mark.controls("cis-deb12:1.5.3", "gs:SYS.1.3.A4")
 def test_no_core_dumps_in_a_session(host):
-    """The hard core limit of a real SSH session (pam_limits) is 0, and systemd-coredump keeps none."""
+    """The hard core limit is 0 in pam_limits' configuration for every user and root (what the next
+    login gets) and in this SSH session, and systemd-coredump keeps none.
+
+    The configuration is read as well as the session: verify's connections are multiplexed, so a
+    session may have been opened before the limits were changed."""
+    conf_text = host.check_output("cat /etc/security/limits.conf /etc/security/limits.d/*.conf 2>/dev/null || true")
+    for domain in ("*", "root"):
+        value = configured_hard_limit(conf_text, domain, "core")
+        assert value == "0", f"pam_limits gives {domain!r} a hard core limit of {value or 'unlimited (no line)'}"
     assert host.check_output("ulimit -H -c") == "0", "an SSH session may dump core (hard limit not 0)"
     conf = host.file("/etc/systemd/coredump.conf.d/basisit.conf")
     assert conf.is_file, "no systemd-coredump drop-in"
