@@ -126,11 +126,15 @@ def read_waivers(path: Path = WAIVERS) -> dict[str, str]:
     A waiver without a reason, or twice, is an error: a skipped test must say why."""
     waivers: dict[str, str] = {}
     reason: list[str] = []
+    after_skip = False  # consecutive skip-test lines share the comment above them
     for n, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         line = raw.strip()
         if line.startswith("#"):
+            if after_skip:  # a comment after a waiver starts the next waiver's reason
+                reason, after_skip = [], False
             reason.append(line.lstrip("#").strip())
         elif line.startswith("skip-test="):
+            after_skip = True
             tid = line.split("=", 1)[1].strip()
             if not re.fullmatch(r"[A-Z]+-\d{4}(:\S+)?", tid):
                 raise ValueError(f"{path}:{n}: not a Lynis test ID: {tid!r}")
@@ -141,11 +145,11 @@ def read_waivers(path: Path = WAIVERS) -> dict[str, str]:
                 raise ValueError(f"{path}:{n}: skip-test={tid} is waived twice")
             waivers[tid] = why
         elif line:
-            reason = []
+            reason, after_skip = [], False
             if not re.fullmatch(r"[a-z-]+=.*", line):
                 raise ValueError(f"{path}:{n}: not a Lynis profile line: {line!r}")
         else:
-            reason = []
+            reason, after_skip = [], False
     return waivers
 
 

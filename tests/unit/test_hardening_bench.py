@@ -58,6 +58,12 @@ def test_shipped_waivers_all_have_reasons(bench):
     assert w and all(len(why) > 20 for why in w.values())
 
 
+def test_each_waiver_has_only_the_reason_above_it(bench, tmp_path):
+    p = tmp_path / "custom.prf"
+    p.write_text("# one\nskip-test=KRNL-6000\n# two\nskip-test=AUTH-9286\nskip-test=NETW-2705\n", encoding="utf-8")
+    assert bench.read_waivers(p) == {"KRNL-6000": "one", "AUTH-9286": "two", "NETW-2705": "two"}
+
+
 @pytest.mark.parametrize(
     ("text", "error"),
     [
