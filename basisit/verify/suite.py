@@ -271,14 +271,20 @@ def connect(name: str):
     return _hosts[name]
 
 
-def run_with_secret(name: str, command: str, secret: str, timeout: float = 60) -> subprocess.CompletedProcess:
+def run_with_secret(
+    name: str, command: str, secret: str, timeout: float = 60, root: bool = False
+) -> subprocess.CompletedProcess:
     """Run `command` on host `name` with `secret` on its stdin: never an argument, never recorded.
 
     Same ssh_config (and master connection) as the testinfra hosts, same transport retry; the
-    report's reproduce line names the command and says where its stdin comes from.
+    report's reproduce line names the command and says where its stdin comes from. `root`: the
+    command needs root (reads what only root may); a login account other than root runs it
+    through `sudo -n` like the testinfra hosts do. Otherwise it runs as the login account.
     """
     connect(name)  # raises Unreachable at once for a host known unreachable
     _refuse_key_reads(command)
+    if root and login_user(name) not in ("", "root"):
+        command = f"sudo -n /bin/sh -c {shlex.quote(command)}"
     plugin.record_command(f"{command}  # stdin: the secret, from the state directory")
     cmd = ["ssh", "-F", context()["ssh_config"], name, command]
     try:
