@@ -127,23 +127,24 @@ def test_keys_with_storage_fail_and_the_converge_heals(site):
     finally:
         lab.ssh(backup, "systemctl stop bt-open-restic; systemctl reset-failed bt-open-restic; true")
         lab.ssh(backup, f"rm -f {COPY}")
-    assert failed_run.returncode != 0, "retention ran although the maintenance listener was stopped"
-    assert p.returncode == 1, p.stdout[-4000:]
-    failed = _by_test(doc, "fail")
-    assert set(failed) >= CHECKS, sorted(failed)
-    (keys,) = failed["test_backup::test_no_repository_password_on_the_backup_host"]
-    assert PLANTED in keys["message"] and COPY in keys["message"], keys["message"]
-    assert {"gs:CON.3.A13", "gs:CON.3.A14"} <= set(keys["controls"])
-    (weak,) = failed["test_backup::test_htpasswd_entries_are_bcrypt"]
-    assert f"htpasswd: {KOMMUNE} ($apr1$" in weak["message"] and "gs:ORP.4.A23" in weak["controls"]
-    (iso,) = failed["test_backup::test_credential_reaches_only_its_own_repository_and_cannot_delete"]
-    assert iso["host"] == "nalbach-dc1" and "must be refused" in iso["message"], iso["message"]
-    (ret,) = failed["test_backup::test_retention_ran_from_the_management_host"]
-    assert "last retention run: exit-code" in ret["message"] and "gs:CON.3.A6" in ret["controls"]
-    text = json.dumps(doc) + p.stdout + p.stderr
-    assert password not in text and rest not in text
-
-    healed, _ = playbook.run(lab, "--tags", "service,maintenance", limit="zentral-backup")
+    try:
+        assert failed_run.returncode != 0, "retention ran although the maintenance listener was stopped"
+        assert p.returncode == 1, p.stdout[-4000:]
+        failed = _by_test(doc, "fail")
+        assert set(failed) >= CHECKS, sorted(failed)
+        (keys,) = failed["test_backup::test_no_repository_password_on_the_backup_host"]
+        assert PLANTED in keys["message"] and COPY in keys["message"], keys["message"]
+        assert {"gs:CON.3.A13", "gs:CON.3.A14"} <= set(keys["controls"])
+        (weak,) = failed["test_backup::test_htpasswd_entries_are_bcrypt"]
+        assert f"htpasswd: {KOMMUNE} ($apr1$" in weak["message"] and "gs:ORP.4.A23" in weak["controls"]
+        (iso,) = failed["test_backup::test_credential_reaches_only_its_own_repository_and_cannot_delete"]
+        assert iso["host"] == "nalbach-dc1" and "must be refused" in iso["message"], iso["message"]
+        (ret,) = failed["test_backup::test_retention_ran_from_the_management_host"]
+        assert "last retention run: exit-code" in ret["message"] and "gs:CON.3.A6" in ret["controls"]
+        text = json.dumps(doc) + p.stdout + p.stderr
+        assert password not in text and rest not in text
+    finally:  # the later tests need the backup host healed, whatever failed above
+        healed, _ = playbook.run(lab, "--tags", "service,maintenance", limit="zentral-backup")
     assert healed.returncode == 0, healed.stdout[-4000:]
     assert PLANTED in healed.stdout  # the converge removed the planted file, by name
     assert lab.ssh(backup, f"ls {CONF}").stdout.split() == ["htpasswd", "htpasswd-maintenance"]

@@ -164,7 +164,9 @@ def test_old_receiver_fails_the_checks_and_converge_heals(site):
     assert files and "zentral-gw/syslog.log" in files["message"], sorted(bad)
     arrive = bad.get(("test_log_host::test_lines_arrive_under_the_senders_model_name", "nalbach-dc1"))
     assert arrive and "filed under /var/log/remote/" in arrive["message"], sorted(bad)
-    assert "nalbach-dc1/syslog.log; filed" in arrive["message"], arrive["message"]  # under its claimed name
+    # not under its model name, but under the name it claimed (the host's own hostname, dc1)
+    assert f"{LOG_DIR}/nalbach-dc1/syslog.log" in arrive["message"], arrive["message"]
+    assert f"filed under {LOG_DIR}/dc1/syslog.log" in arrive["message"], arrive["message"]
     assert "gs:OPS.1.1.5.A6" in arrive["controls"]
     # healed: the converge wrote the receiver back and restarted rsyslog
     r = playbook.recap(healed.stdout).get("zentral-log", {})
