@@ -185,7 +185,8 @@ skip = (data_dir, "/var/lib/dpkg/", "/var/lib/apt/", "/var/cache/", "/var/log/jo
 tok = re.compile(rb"[A-Za-z0-9.,_-]{12,}")
 unreadable = []
 for root in ("/etc", "/root", "/home", "/usr/local", "/opt", "/srv", "/var", "/tmp"):
-    for dp, dns, fns in os.walk(root, onerror=lambda e: unreadable.append(e.filename)):
+    # a directory removed while the walk runs (a service's private /tmp) is not unreadable
+    for dp, dns, fns in os.walk(root, onerror=lambda e: isinstance(e, PermissionError) and unreadable.append(e.filename)):
         if (dp.rstrip("/") + "/").startswith(skip):
             dns[:] = []
             continue
