@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -52,3 +54,43 @@ def assert_recap(p: subprocess.CompletedProcess, what: str) -> dict[str, dict[st
     bad = {h: v for h, v in r.items() if v["failed"] or v["unreachable"]}
     assert not bad and p.returncode == 0, f"{what}: failed/unreachable {bad} (rc {p.returncode}):\n{tail}"
     return r
+
+
+# --- basisit verify against the session lab (shared by the modules that break and heal a host) ---
+
+KOMMUNE = "nalbach"
+
+
+def verify_state(lab, name: str) -> Path:
+    """A verify state directory of one test module (`<lab state>/<name>`, swept with the lab):
+    copies of the lab's site facts and of the secrets the roles stored (the identity checks
+    authenticate with the probe account's)."""
+    state = lab.state / name
+    shutil.rmtree(state, ignore_errors=True)
+    (state / "facts").mkdir(parents=True)
+    for f in (lab.state / "facts").glob("*.json"):
+        shutil.copy2(f, state / "facts" / f.name)
+    shutil.copytree(lab.state / "secrets", state / "secrets")
+    return state
+
+
+def verify(
+    state: Path, *args: str, kommune: str = KOMMUNE, inventory: Path = ROOT / "inventory", timeout: float = 900
+) -> tuple[subprocess.CompletedProcess, dict]:
+    """`basisit verify --kommune KOMMUNE ARGS` on `state`: (the process, the run's results.json or {})."""
+    cmd = [sys.executable, "-m", "basisit.cli", "--inventory", str(inventory), "--state", str(state), "verify"]
+    p = subprocess.run([*cmd, "--kommune", kommune, *args], capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+    runs_dir = state / "reports" / "runs"
+    runs = sorted(runs_dir.iterdir()) if runs_dir.exists() else []
+    doc = json.loads((runs[-1] / "results.json").read_text(encoding="utf-8")) if runs else {}
+    return p, doc
+
+
+def failing(doc: dict) -> list[dict]:
+    """The failed results of a verify run's results.json."""
+    return [r for r in doc.get("results", []) if r["state"] == "fail"]
+
+
+def host_address(lab, name: str) -> str:
+    """The model address of a lab host, by its inventory name."""
+    return next(str(h.address) for h in lab.estate.hosts() if h.name == name)

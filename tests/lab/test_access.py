@@ -10,14 +10,11 @@ converge of that host's sshd and sudo removes both (reported as changes), and ve
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import playbook
 import pytest
+from playbook import failing, host_address, verify
 
 from basisit.lab import ssh
 from basisit.model import AUTOMATION_USER
@@ -36,30 +33,8 @@ def site(converged):
     """nalbach + zentral converged; a verify state dir of this module with the lab's facts and secrets."""
     lab, first, _ = converged
     playbook.assert_recap(first, "converge for the access tests")
-    state = lab.state / "verify-access"
-    shutil.rmtree(state, ignore_errors=True)
-    (state / "facts").mkdir(parents=True)
-    for f in (lab.state / "facts").glob("*.json"):
-        shutil.copy2(f, state / "facts" / f.name)
-    shutil.copytree(lab.state / "secrets", state / "secrets")
+    state = playbook.verify_state(lab, "verify-access")
     return lab, state
-
-
-def verify(state: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
-    """`basisit verify --kommune nalbach ARGS` on `state`; (process, the run's results.json)."""
-    cmd = [sys.executable, "-m", "basisit.cli", "--inventory", str(ROOT / "inventory"), "--state", str(state), "verify"]
-    p = subprocess.run([*cmd, "--kommune", KOMMUNE, *args], capture_output=True, text=True, cwd=ROOT, timeout=900)
-    runs = sorted((state / "reports" / "runs").iterdir()) if (state / "reports" / "runs").exists() else []
-    doc = json.loads((runs[-1] / "results.json").read_text(encoding="utf-8")) if runs else {}
-    return p, doc
-
-
-def failing(doc: dict) -> list[dict]:
-    return [r for r in doc.get("results", []) if r["state"] == "fail"]
-
-
-def host_address(lab, name: str) -> str:
-    return next(str(h.address) for h in lab.estate.hosts() if h.name == name)
 
 
 def test_every_host_refuses_root_and_admits_the_automation_account(site):

@@ -15,13 +15,12 @@ pass. Restores keep working (the restore canary runs in the final verify).
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import playbook
 import pytest
+from playbook import host_address as _addr
 
 from basisit import secrets
 
@@ -51,25 +50,12 @@ def site(converged):
         for h in lab.estate.site(KOMMUNE).hosts_with_role("backup_client"):
             r = lab.ssh(str(h.address), "systemctl start basisit-backup.service", timeout=300)
             assert r.returncode == 0, f"{h.name}: first backup failed: {r.stderr}"
-    state = lab.state / "verify-keys"
-    shutil.rmtree(state, ignore_errors=True)
-    (state / "facts").mkdir(parents=True)
-    for f in (lab.state / "facts").glob("*.json"):
-        shutil.copy2(f, state / "facts" / f.name)
-    shutil.copytree(lab.state / "secrets", state / "secrets")
+    state = playbook.verify_state(lab, "verify-keys")
     return lab, state
 
 
-def _addr(lab, name: str) -> str:
-    return next(str(h.address) for h in lab.estate.hosts() if h.name == name)
-
-
 def verify(state: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
-    cmd = [sys.executable, "-m", "basisit.cli", "--inventory", str(ROOT / "inventory"), "--state", str(state)]
-    cmd += ["verify", "--kommune", KOMMUNE, "--zentral", "--jobs", "2", "--", "-k", SELECT]
-    p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
-    runs = sorted((state / "reports" / "runs").iterdir())
-    return p, json.loads((runs[-1] / "results.json").read_text(encoding="utf-8"))
+    return playbook.verify(state, "--zentral", "--jobs", "2", "--", "-k", SELECT)
 
 
 def _by_test(doc: dict, state: str) -> dict[str, list[dict]]:

@@ -9,9 +9,7 @@ of this module. The breaks are undone by the converge, and in a `finally` should
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -53,27 +51,12 @@ BREAK_IPV6 = (
 def site(converged):
     lab, first, _ = converged
     playbook.assert_recap(first, "converge for the hardening checks")
-    state = lab.state / "verify-hardening"
-    shutil.rmtree(state, ignore_errors=True)
-    (state / "facts").mkdir(parents=True)
-    for f in (lab.state / "facts").glob("*.json"):
-        shutil.copy2(f, state / "facts" / f.name)
-    shutil.copytree(lab.state / "secrets", state / "secrets")
+    state = playbook.verify_state(lab, "verify-hardening")
     return lab, state
 
 
 def verify(state: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
-    cmd = [sys.executable, "-m", "basisit.cli", "--inventory", str(ROOT / "inventory"), "--state", str(state)]
-    p = subprocess.run(
-        [*cmd, "verify", "--kommune", KOMMUNE, "--zentral", "--jobs", "2", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=900,
-    )
-    runs = sorted((state / "reports" / "runs").iterdir()) if (state / "reports" / "runs").exists() else []
-    doc = json.loads((runs[-1] / "results.json").read_text(encoding="utf-8")) if runs else {}
-    return p, doc
+    return playbook.verify(state, "--zentral", "--jobs", "2", *args)
 
 
 def test_hardening_checks_pass_on_every_converged_host(site):

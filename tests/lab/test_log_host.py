@@ -11,15 +11,14 @@ firewall check, which names the rule.
 
 from __future__ import annotations
 
-import json
 import secrets as pysecrets
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import playbook
 import pytest
+from playbook import failing
+from playbook import host_address as addr
 
 pytestmark = pytest.mark.lab
 
@@ -45,31 +44,12 @@ def site(converged):
     """nalbach + zentral converged; a verify state directory with copies of the site facts and secrets."""
     lab, first, _ = converged
     playbook.assert_recap(first, "converge for the log host")
-    state = lab.state / "verify-log"
-    shutil.rmtree(state, ignore_errors=True)
-    (state / "facts").mkdir(parents=True)
-    for f in (lab.state / "facts").glob("*.json"):
-        shutil.copy2(f, state / "facts" / f.name)
-    shutil.copytree(lab.state / "secrets", state / "secrets")
+    state = playbook.verify_state(lab, "verify-log")
     return lab, state
 
 
 def verify(state: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
-    cmd = [sys.executable, "-m", "basisit.cli", "--inventory", str(ROOT / "inventory"), "--state", str(state)]
-    p = subprocess.run(
-        [*cmd, "verify", "--kommune", KOMMUNE, "--zentral", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=900,
-    )
-    runs = sorted((state / "reports" / "runs").iterdir()) if (state / "reports" / "runs").exists() else []
-    doc = json.loads((runs[-1] / "results.json").read_text(encoding="utf-8")) if runs else {}
-    return p, doc
-
-
-def addr(lab, name: str) -> str:
-    return next(str(h.address) for h in lab.estate.hosts() if h.name == name)
+    return playbook.verify(state, "--zentral", *args)
 
 
 def forged(claim: str, marker: str) -> str:
@@ -88,10 +68,6 @@ def wait_for(lab, log: str, marker: str, path: str, seconds: int = 40) -> subpro
         f"timeout {seconds} sh -c 'until grep -qF {marker} {path} 2>/dev/null; do sleep 0.3; done'",
         timeout=seconds + 15,
     )
-
-
-def failing(doc: dict) -> list[dict]:
-    return [r for r in doc.get("results", []) if r["state"] == "fail"]
 
 
 def test_forged_hostname_lands_under_the_senders_name(site):

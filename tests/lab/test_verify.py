@@ -16,16 +16,14 @@ converged for tests/lab/test_rollout.py.
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import playbook
 import pytest
 import yaml
+from playbook import failing, host_address, verify
 
 from basisit import secrets
 
@@ -46,30 +44,8 @@ def site(converged):
         assert r.returncode == 0, f"{h.name}: first backup failed: {r.stderr}"
     # Under the lab's state (removed by the session's sweep), not pytest's tmp_path: pytest prunes
     # old basetemps, which another pytest on the machine would do under a running module.
-    state = lab.state / "verify"
-    shutil.rmtree(state, ignore_errors=True)
-    (state / "facts").mkdir(parents=True)
-    for f in (lab.state / "facts").glob("*.json"):
-        shutil.copy2(f, state / "facts" / f.name)
-    # the identity check authenticates with the probe account's secret, as the roles stored it
-    shutil.copytree(lab.state / "secrets", state / "secrets")
+    state = playbook.verify_state(lab, "verify")
     return lab, state
-
-
-def verify(state: Path, *args: str, inventory: Path = ROOT / "inventory") -> tuple[subprocess.CompletedProcess, dict]:
-    cmd = [sys.executable, "-m", "basisit.cli", "--inventory", str(inventory), "--state", str(state), "verify"]
-    p = subprocess.run([*cmd, "--kommune", KOMMUNE, *args], capture_output=True, text=True, cwd=ROOT, timeout=900)
-    runs = sorted((state / "reports" / "runs").iterdir()) if (state / "reports" / "runs").exists() else []
-    doc = json.loads((runs[-1] / "results.json").read_text(encoding="utf-8")) if runs else {}
-    return p, doc
-
-
-def failing(doc: dict) -> list[dict]:
-    return [r for r in doc.get("results", []) if r["state"] == "fail"]
-
-
-def host_address(lab, name: str) -> str:
-    return next(str(h.address) for h in lab.estate.hosts() if h.name == name)
 
 
 def test_converged_site_passes(site):
