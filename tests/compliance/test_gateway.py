@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import json
+import re
 
 import pytest
 
@@ -52,6 +54,52 @@ def test_forward_rules_match_allow_matrix(target, ruleset):
     extra = comments - want - {"ssh-extra", None}
     assert not extra, f"forward accepts flows outside the allow matrix: {sorted(extra)}"
     assert want <= comments, f"allow-matrix flows without a forward rule: {sorted(want - comments)}"
+
+
+def _chain_listing(text: str) -> tuple[str, list[tuple[str, str]]]:
+    """An `nft [-a] list chain` listing: its hook line, and its rules in order, each as (the rule
+    as compared: counters without their values, no handle; the rule as listed)."""
+    hook, rules = "", []
+    for line in text.splitlines():
+        s = line.strip()
+        if not s or s == "}" or s.startswith(("table ", "chain ")):
+            continue
+        if s.startswith("type "):
+            hook = s
+            continue
+        norm = re.sub(r"\s*# handle \d+$", "", re.sub(r"counter packets \d+ bytes \d+", "counter", s))
+        rules.append((norm, s))
+    return hook, rules
+
+
+def chain_differences(rendered: str, live: str) -> tuple[list[str], list[str]]:
+    """Rule by rule: the live rules that are not in the rendered chain (with their position and
+    handle) and the rendered rules missing from the live chain (a changed hook line is both)."""
+    want_hook, want = _chain_listing(rendered)
+    have_hook, have = _chain_listing(live)
+    extra, missing = [], []
+    if want_hook != have_hook:
+        extra.append(f"chain: {have_hook}")
+        missing.append(f"chain: {want_hook}")
+    sm = difflib.SequenceMatcher(a=[w for w, _ in want], b=[h for h, _ in have], autojunk=False)
+    for op, a0, a1, b0, b1 in sm.get_opcodes():
+        if op in ("replace", "insert"):
+            extra += [f"rule {i + 1}: {have[i][1]}" for i in range(b0, b1)]
+        if op in ("replace", "delete"):
+            missing += [f"rule {i + 1}: {want[i][1]}" for i in range(a0, a1)]
+    return extra, missing
+
+
+@pytest.mark.feature("gateway/forward")
+@pytest.mark.controls("gs:NET.1.1.A15", "gs:NET.3.2.A4", "gs:NET.3.2.A2")
+def test_forward_chain_is_the_rendered_one(host):
+    """Rule by rule, the live forward chain is the one the files on the host make (loaded into an
+    empty network namespace, as at boot): a rule added by hand anywhere in it is named."""
+    rendered = host.run("unshare --net sh -c 'nft -f /etc/nftables.conf && nft list chain inet basisit forward'")
+    assert rendered.rc == 0, f"the rendered files do not load: {rendered.stderr.strip()[-300:]}"
+    extra, missing = chain_differences(rendered.stdout, host.check_output("nft -a list chain inet basisit forward"))
+    assert not extra, f"forward rules that are not in the rendered chain: {'; '.join(extra)}"
+    assert not missing, f"rendered forward rules missing from the live chain: {'; '.join(missing)}"
 
 
 @pytest.mark.feature("gateway/forward")
