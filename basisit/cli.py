@@ -288,7 +288,7 @@ def _load_extensions() -> None:
     import importlib
 
     EXTENSIONS.clear()  # main() may run many times in one process (tests)
-    for mod in ("basisit.lab.cli", "basisit.stacks_cli", "basisit.verify.cli", "basisit.drift.cli", "basisit.rollout"):
+    for mod in ("basisit.lab.cli", "basisit.cloud.cli", "basisit.verify.cli", "basisit.drift.cli", "basisit.rollout"):
         try:
             m = importlib.import_module(mod)
         except ModuleNotFoundError as e:

@@ -20,7 +20,7 @@ import pytest
 import stackchecks as sc
 import yaml
 
-from basisit import stacks_cli
+from basisit.cloud import cli as stacks_cli
 from basisit.cloud import config as cloud_config
 from basisit.cloud import mockrun
 from basisit.cloud import plan as cloud_plan
