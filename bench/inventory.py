@@ -9,9 +9,16 @@ the 10 KB target, and per variable its largest size, its host and its total over
 The runs read a fresh, empty state directory (no site facts), so the figures do not depend on
 which lab happens to be up; `--state DIR` measures with a real one.
 
+The inventory plugin caches what it adds (inventory/basisit.yml: `cache: true`, in the state
+directory, keyed on the content of the inputs and the code): in a fresh state directory the first
+run is a miss and the others hits; `--flush-cache` runs measure the miss every time.
+
 Where the time goes: the same number of runs, interleaved with the `--list` runs, of
 `ansible-inventory --version` (Python and Ansible start-up), `-i localhost, --list` (Ansible with
-an inventory, no plugin) and `-i inventory --graph` (the plugin's parse, no hostvars printed).
+an inventory, no plugin), `-i inventory --graph` (the plugin's parse, no hostvars printed) and
+`-i inventory --list --flush-cache` (a cache miss); and the same number of `--list` runs in one
+instrumented process each, split into start-up, parsing the inventory (Ansible's plugin loading
+and the plugin), the hosts' variables and the JSON output (`split`, medians).
 The 1-minute load average is sampled before every run. `--before FILE` embeds the headline
 figures of an earlier result (e.g. `git show REV:bench/results/inventory.json`) as "before".
 
@@ -58,7 +65,52 @@ PHASES: dict[str, tuple[list[str], dict[str, str]]] = {
     "version": (["--version"], {}),
     "empty_inventory_list": (["-i", "localhost,", "--list"], {"ANSIBLE_INVENTORY_ENABLED": "host_list"}),
     "graph": (["-i", "inventory", "--graph"], {}),
+    "list_flush_cache": (["-i", "inventory", "--list", "--flush-cache"], {}),
 }
+
+# One `--list` in-process, timed per phase; the figures go to the file named by argv[1].
+SPLIT = r"""
+import json, sys, time
+t0 = time.perf_counter()
+import ansible.cli.inventory as ci
+from ansible.inventory import manager as im
+out, spent = sys.argv[1], {}
+def timed(owner, name, label):
+    f = getattr(owner, name)
+    static = isinstance(owner.__dict__[name], staticmethod)
+    def w(*a, **k):
+        t = time.perf_counter()
+        try:
+            return f(*a, **k)
+        finally:
+            spent[label] = spent.get(label, 0.0) + time.perf_counter() - t
+    setattr(owner, name, staticmethod(w) if static else w)
+timed(im.InventoryManager, "parse_sources", "parse")
+timed(ci.InventoryCLI, "json_inventory", "hostvars")
+timed(ci.InventoryCLI, "dump", "json_output")
+spent["startup"] = time.perf_counter() - t0
+sys.argv = ["ansible-inventory", "-i", "inventory", "--list"]
+try:
+    ci.main()
+finally:
+    spent["total"] = time.perf_counter() - t0
+    with open(out, "w") as fh:
+        json.dump(spent, fh)
+"""
+
+
+def split_once(state: Path) -> dict[str, float]:
+    """One instrumented `--list` (a fresh process): seconds per phase."""
+    env = dict(os.environ, BASISIT_STATE=str(state), ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
+    with tempfile.NamedTemporaryFile(suffix=".json") as fh:
+        subprocess.run(
+            [str(ROOT / ".venv" / "bin" / "python"), "-c", SPLIT, fh.name],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            check=True,
+        )
+        return json.loads(Path(fh.name).read_text(encoding="utf-8"))
 
 
 def run_once(state: Path, args: list[str] | None = None, extra_env: dict | None = None) -> tuple[float, float, bytes]:
@@ -149,6 +201,7 @@ def main() -> int:
 
     walls, cpus, outputs, loads = [], [], set(), []
     phases: dict[str, dict[str, list]] = {name: {"wall": [], "cpu": []} for name in PHASES}
+    splits: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="basisit-bench-inventory-") as tmp:
         state = args.state.resolve() if args.state else Path(tmp)
         for _ in range(args.repeat):
@@ -158,11 +211,14 @@ def main() -> int:
             cpus.append(cpu)
             outputs.add(out)
             for name, (argv, extra_env) in PHASES.items():
-                w, c, _ = run_once(state, argv, extra_env)
+                w, c, flushed = run_once(state, argv, extra_env)
                 phases[name]["wall"].append(w)
                 phases[name]["cpu"].append(c)
+                if name == "list_flush_cache":
+                    outputs.add(flushed)  # the miss prints what the hits print
+            splits.append(split_once(state))
     if len(outputs) != 1:
-        raise SystemExit("ansible-inventory --list printed different output on two runs")
+        raise SystemExit("ansible-inventory --list printed different output on two runs (a hit and a miss?)")
     out = outputs.pop()
     listing = json.loads(out)
     desc = describe(listing)
@@ -189,6 +245,8 @@ def main() -> int:
         }
         for name, v in phases.items()
     }
+    doc["split_seconds_median"] = {k: round(statistics.median(s[k] for s in splits), 3) for k in splits[0]}
+    doc["first_run_seconds"] = doc["seconds_all"][0]  # a fresh state directory: the cache miss
     doc["yaml_c_loader"] = yaml_c_loader()
     if args.before:
         doc["before"] = headline(json.loads(args.before.read_text(encoding="utf-8")))

@@ -27,12 +27,25 @@ def _inventory_phases(i: dict) -> str:
         "version": "`--version`",
         "empty_inventory_list": "`-i localhost, --list`",
         "graph": "`--graph` (plugin, no hostvars printed)",
+        "list_flush_cache": "`--list --flush-cache` (a cache miss: the model loaded)",
     }
     parts = [
         f"{label} {ph[k]['seconds_median']:.2f} s ({ph[k]['cpu_seconds_median']:.2f} s CPU)"
         for k, label in names.items()
         if k in ph
     ]
+    split = i.get("split_seconds_median")
+    if split:
+        labels = {
+            "startup": "start-up",
+            "parse": "inventory parse (Ansible's plugin loading + the plugin)",
+            "hostvars": "hosts' variables",
+            "json_output": "JSON output",
+        }
+        parts.append(
+            "one `--list` split in-process: "
+            + ", ".join(f"{label} {split[k]:.2f} s" for k, label in labels.items() if k in split)
+        )
     return "; ".join(parts) + "; "
 
 

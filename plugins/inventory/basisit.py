@@ -22,7 +22,12 @@ description:
   - Constructable (C(compose), C(groups), C(keyed_groups), C(strict)) over every host's variables,
     including its site group's C(basisit_site); Cacheable (C(cache), C(cache_plugin),
     C(cache_timeout), C(cache_connection)), keyed on the content of every file of the inventory
-    directory and of the site facts, so an edit invalidates the cache.
+    directory, of the site facts and of the basisit code (package and this plugin), so an edit
+    invalidates the cache and an invalid inventory is never served from it.
+  - Without C(cache_connection) the cache lives in C(<state_dir>/cache/inventory) (a relative
+    C(cache_connection) is relative to this file); if that directory cannot be written, the
+    inventory is loaded without a cache. One entry per inventory directory and state directory
+    is kept, a new one replaces the older ones.
   - As a collection plugin its name is C(egosaar.basisit.basisit); the short name C(basisit) works
     where C(inventory_plugins) points at C(plugins/inventory) (the repository's ansible.cfg).
 extends_documentation_fragment:
@@ -65,22 +70,33 @@ import contextlib
 import hashlib
 import os
 import re
+import sys
 from pathlib import Path
 
+from ansible import context
 from ansible.errors import AnsibleParserError
 from ansible.inventory.helpers import get_group_vars
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
+from ansible.utils.display import Display
 from ansible.utils.vars import combine_vars
 
+# Only the package itself here: the model (pydantic, jsonschema: ~0.3 s of imports) is imported
+# when the inventory is loaded (`load_estate`, `_populate`), not when it is served from the cache.
 try:
     import basisit
-    from basisit import derived, model, policy, sitefacts
-    from basisit.lab import plan as lab_plan
-    from basisit.validate import InventoryError, load_estate
 except ImportError as e:  # pragma: no cover - reported to the user by Ansible
     _IMPORT_ERROR: Exception | None = e
 else:
     _IMPORT_ERROR = None
+
+display = Display()
+
+
+def load_estate(inv_dir: str):
+    """basisit.validate.load_estate, imported on first use."""
+    from basisit.validate import load_estate as load
+
+    return load(inv_dir)
 
 
 def group_name(*parts: object) -> str:
@@ -114,21 +130,47 @@ class _Recorder:
         self.ops.append(["set_variable", entity, name, value])
 
 
-def cache_fingerprint(inv_dir: str, state: str) -> str:
+def _visible_files(root: Path, pattern: str = "*") -> list[Path]:
+    """Files under `root` (recursively), without hidden entries and byte-code caches."""
+    if not root.is_dir():
+        return []
+    return [
+        p
+        for p in root.rglob(pattern)
+        if not any(part.startswith(".") or part == "__pycache__" for part in p.relative_to(root).parts)
+    ]
+
+
+def code_files() -> list[Path]:
+    """The code the inventory is derived by: the basisit package (model, validation, policy,
+    schemas) and this plugin."""
+    return [Path(__file__), *_visible_files(Path(basisit.__file__).parent)]
+
+
+def cache_scope(inv_dir: str, state: str) -> str:
+    """The part of a cache key naming the inventory and state directory (older entries of the
+    same scope are replaced)."""
+    return hashlib.sha256(f"{inv_dir}\0{state}".encode()).hexdigest()[:16]
+
+
+def cache_fingerprint(inv_dir: str, state: str, code: list[Path] | None = None) -> str:
     """A digest of everything the inventory is made from: each file of the inventory directory
-    and each site-facts file (path and content), and the code (basisit's version, this plugin)."""
+    and each site-facts file (path and content), and the code (basisit's version, every file of
+    the package and this plugin: a changed derivation is a miss even at the same version)."""
     h = hashlib.sha256()
     h.update(f"{inv_dir}\0{state}\0".encode())
-    h.update(Path(__file__).read_bytes())
     h.update(basisit.__version__.encode())
-    inv, facts = Path(inv_dir), Path(state) / "facts"
-    files = [p for p in inv.rglob("*") if not any(part.startswith(".") for part in p.relative_to(inv).parts)]
-    files += list(facts.glob("*.json")) if facts.is_dir() else []
-    for f in sorted(files):
+    files = _visible_files(Path(inv_dir)) + _visible_files(Path(state) / "facts", "*.json")
+    for f in [*(code_files() if code is None else code), *sorted(files)]:
         if f.is_file():
             h.update(f"\0{f}\0".encode())
             h.update(f.read_bytes())
     return h.hexdigest()
+
+
+def _inventory_cli() -> bool:
+    """Whether this process is `ansible-inventory` (which never templates a role's lookups)."""
+    return os.path.basename(sys.argv[0]) == "ansible-inventory" or "graph" in (context.CLIARGS or {})
 
 
 class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
@@ -141,6 +183,32 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         ours = name in ("basisit.yml", "basisit.yaml") or name.endswith((".basisit.yml", ".basisit.yaml"))
         return super().verify_file(path) and ours
 
+    _source_dir = "."
+
+    def set_options(self, task_keys=None, var_options=None, direct=None):
+        """Ansible's, then the cache's directory: a relative cache_connection is relative to the
+        source file, none at all means the state directory's cache/inventory (if it can be
+        written; else no cache)."""
+        super().set_options(task_keys=task_keys, var_options=var_options, direct=direct)
+        if not self._options.get("cache"):
+            return
+        conn = self._options.get("cache_connection")
+        if conn:
+            self._options["cache_connection"] = os.path.join(self._source_dir, os.path.expanduser(conn))
+            return
+        state = os.path.normpath(os.path.join(self._source_dir, self._options["state_dir"]))
+        conn = os.path.join(state, "cache", "inventory")
+        try:
+            os.makedirs(conn, mode=0o700, exist_ok=True)
+            writable = os.access(conn, os.W_OK | os.X_OK)
+        except OSError:
+            writable = False
+        if writable:
+            self._options["cache_connection"] = conn
+        else:
+            display.vvv(f"basisit inventory: {conn} cannot be written; loading without a cache")
+            self._options["cache"] = False
+
     def parse(self, inventory, loader, path, cache=True):
         super().parse(inventory, loader, path, cache)
         if _IMPORT_ERROR is not None:
@@ -150,27 +218,50 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             )
         # Both names select this plugin, however it was loaded (collection or inventory_plugins).
         self._redirected_names = [*(self._redirected_names or [self.NAME]), *PLUGIN_NAMES]
-        self._read_config_data(path)
         base = os.path.dirname(os.path.abspath(path))
+        self._source_dir = base
+        self._read_config_data(path)
         inv_dir = os.path.normpath(os.path.join(base, self.get_option("inventory_dir")))
         state = os.path.normpath(os.path.join(base, self.get_option("state_dir")))
         ops = None
         use_cache = self.get_option("cache")
         if use_cache:
-            # Keyed on the inputs' content: an edited Kommune file or new site facts miss the cache.
-            key = f"basisit_{cache_fingerprint(inv_dir, state)}"
+            # Keyed on the inputs' content: an edited Kommune file, new site facts or changed
+            # code miss the cache.
+            scope = f"basisit_{cache_scope(inv_dir, state)}_"
+            key = scope + cache_fingerprint(inv_dir, state)
             if cache:
                 with contextlib.suppress(KeyError):  # a miss: load and store below
                     ops = self._cache[key]
         if ops is None:
             ops = self._load(inv_dir, state)
             if use_cache:
-                self._cache[key] = ops
+                self._cache[key] = ops  # written by Ansible after parse (update_cache_if_changed)
+                self._prune(scope, key)
+        elif not _inventory_cli():
+            # A playbook's roles ask lookup('basisit_model') in forked workers: they find the
+            # estate in memory only if it is loaded here, before the fork.
+            self._estate(inv_dir)
         for op, *args in ops:
             getattr(self.inventory, op)(*args)
         self._construct({op[1] for op in ops if op[0] == "add_host"})
 
-    def _load(self, inv_dir: str, state: str) -> list[list]:
+    def _prune(self, scope: str, key: str) -> None:
+        """Remove the entries of earlier contents of this inventory (same scope, other key)."""
+        backing = getattr(self._cache, "_plugin", None)
+        if backing is None:
+            return
+        with contextlib.suppress(Exception):  # pruning is housekeeping: never fail the run on it
+            for old in backing.keys():  # noqa: SIM118 - a cache plugin, not a mapping
+                if old.startswith(scope) and old != key:
+                    backing.delete(old)
+
+    @staticmethod
+    def _estate(inv_dir: str):
+        """The validated estate, kept for lookup('basisit_model') in this process and its forks."""
+        from basisit import derived
+        from basisit.validate import InventoryError
+
         try:
             estate = load_estate(inv_dir)
         except InventoryError as e:
@@ -179,7 +270,11 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 f"basisit inventory {inv_dir} is invalid; nothing was loaded. "
                 f"Run `basisit inventory validate --inventory {inv_dir}` to list every error:\n{e.report()}"
             ) from None
-        derived.remember(inv_dir, estate)  # lookup('basisit_model') in this process and its forks
+        derived.remember(inv_dir, estate)
+        return estate
+
+    def _load(self, inv_dir: str, state: str) -> list[list]:
+        estate = self._estate(inv_dir)
         recorder = _Recorder()
         self._populate(estate, inv_dir, state, recorder)
         return recorder.ops
@@ -198,6 +293,9 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             self._add_host_to_keyed_groups(keyed, variables, name, strict=strict)
 
     def _populate(self, estate, inv_dir: str, state: str, inv) -> None:
+        from basisit import model, policy, sitefacts
+        from basisit.lab import plan as lab_plan
+
         std = estate.standard
         inv.add_group("kommunen")
         inv.add_group("not_realised")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -240,8 +241,9 @@ def plugin_calls(monkeypatch):
     return parse, loads
 
 
-def test_cache_hit_does_not_reload_the_model_and_an_edit_invalidates_it(tmp_path, inv, plugin_calls):
+def test_cache_hit_does_not_reload_the_model_and_an_edit_invalidates_it(tmp_path, inv, plugin_calls, monkeypatch):
     parse, loads = plugin_calls
+    monkeypatch.setattr(_plugin_module(), "_inventory_cli", lambda: True)  # as in ansible-inventory
     cache_dir = tmp_path / "cache"
     src = _source(
         inv,
@@ -301,3 +303,140 @@ def test_a_named_source_outside_the_model_directory(tmp_path, inv):
     src.write_text(f"plugin: egosaar.basisit.basisit\ninventory_dir: {inv}\n", encoding="utf-8")
     data = inventory_list(tmp_path / "state", src)
     assert "nalbach-dc1" in data["nalbach"]["hosts"] and len(data["kommunen"]["children"]) == 52
+
+
+def _plugin_module():
+    from ansible.plugins.loader import inventory_loader
+
+    return sys.modules[type(inventory_loader.get("basisit")).__module__]
+
+
+def _cli(inv: Path, state: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "BASISIT_STATE": str(state), "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
+    return subprocess.run(
+        [ANSIBLE_INVENTORY, "-i", inv / "basisit.yml", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _with_group_vars(inv: Path, source: str) -> None:
+    shutil.copytree(ROOT / "inventory" / "group_vars", inv / "group_vars")
+    (inv / "basisit.yml").write_text(source, encoding="utf-8")
+
+
+def test_the_cached_list_is_the_uncached_one_and_an_edit_invalidates_it(tmp_path, inv):
+    """The repository's basisit.yml (cache on, in the state directory): `--list` prints byte for
+    byte what the plugin prints without a cache, on the miss and on the hit; the hit is served
+    from the cache file; an edited Kommune file is a miss and replaces the old entry."""
+    state = tmp_path / "state"
+    _with_group_vars(inv, "plugin: basisit\n")
+    uncached = _cli(inv, state, "--list")
+    assert uncached.returncode == 0, uncached.stderr
+    assert not (state / "cache").exists()
+    (inv / "basisit.yml").write_text((ROOT / "inventory" / "basisit.yml").read_text(encoding="utf-8"))
+    miss = _cli(inv, state, "--list")
+    entries = list((state / "cache" / "inventory").iterdir())
+    hit = _cli(inv, state, "--list")
+    assert miss.returncode == hit.returncode == 0, miss.stderr + hit.stderr
+    assert "WARNING" not in miss.stderr + hit.stderr
+    assert miss.stdout == uncached.stdout and hit.stdout == uncached.stdout
+    assert len(entries) == 1
+    # the hit came from the file: what is written there is what is listed
+    entries[0].write_bytes(entries[0].read_bytes().replace(b"Nalbach", b"Nalbaxx"))
+    served = _cli(inv, state, "--list")
+    assert "Nalbaxx" in served.stdout and '"Nalbach"' not in served.stdout
+    # an edited Kommune file misses: the edit is listed, the old entry is replaced
+    edit(inv / "kommunen" / "nalbach.yaml", lambda d: d.update(name="Nalbach (Saar)"))
+    edited = _cli(inv, state, "--list")
+    assert edited.returncode == 0, edited.stderr
+    listed = json.loads(edited.stdout)["_meta"]["hostvars"]["nalbach-dc1"]["basisit_site"]["name"]
+    assert _plain(listed) == "Nalbach (Saar)" and "Nalbaxx" not in edited.stdout
+    assert [p.name for p in (state / "cache" / "inventory").iterdir()] != [entries[0].name]
+    assert len(list((state / "cache" / "inventory").iterdir())) == 1
+
+
+def test_a_cached_inventory_made_invalid_fails_with_the_same_report(tmp_path, inv):
+    """The cache never hides a validation error: after a cached run, a broken Kommune file fails
+    `ansible-inventory` with the report an uncached run gives."""
+    state = tmp_path / "state"
+    _with_group_vars(inv, (ROOT / "inventory" / "basisit.yml").read_text(encoding="utf-8"))
+    assert _cli(inv, state, "--graph").returncode == 0
+    assert list((state / "cache" / "inventory").iterdir())
+    edit(inv / "kommunen" / "nalbach.yaml", lambda d: d.update(ad_domain="nalbach.example.org"))
+    cached = _cli(inv, state, "--graph")
+    (inv / "basisit.yml").write_text("plugin: basisit\n", encoding="utf-8")
+    uncached = _cli(inv, state, "--graph")
+    assert cached.returncode != 0 and uncached.returncode != 0
+    assert "[nalbach] ad_domain:" in cached.stderr and "basisit inventory validate --inventory" in cached.stderr
+    report = [ln for ln in cached.stderr.splitlines() if "[nalbach]" in ln]
+    assert report and report == [ln for ln in uncached.stderr.splitlines() if "[nalbach]" in ln]
+    assert "@kommunen" not in cached.stdout
+
+
+def test_the_cache_key_covers_inputs_and_code(tmp_path, inv):
+    """A changed inventory file, site-facts file or code file changes the key; the default code
+    is the basisit package (validation, model, policy) and the plugin itself."""
+    module = _plugin_module()
+    state = tmp_path / "state"
+    (state / "facts").mkdir(parents=True)
+    code = tmp_path / "code.py"
+    code.write_text("x = 1\n", encoding="utf-8")
+
+    def key() -> str:
+        return module.cache_fingerprint(str(inv), str(state), [code])
+
+    first = key()
+    assert key() == first
+    code.write_text("x = 2\n", encoding="utf-8")
+    second = key()
+    assert second != first
+    (state / "facts" / "nalbach.json").write_text("{}", encoding="utf-8")
+    third = key()
+    assert third != second
+    (inv / "waivers.yaml").write_text("# nothing waived\n", encoding="utf-8")
+    assert key() != third
+    names = {p.name for p in module.code_files()}
+    assert {"basisit.py", "validate.py", "model.py", "policy.py", "load.py"} <= names
+    assert not any(p.suffix == ".pyc" for p in module.code_files())
+
+
+def test_no_cache_when_the_state_directory_cannot_hold_one(tmp_path, inv):
+    """The default cache directory is under the state directory; if it cannot be made there, the
+    inventory is still listed (without a cache), not failed."""
+    not_a_dir = tmp_path / "state"
+    not_a_dir.write_text("a file\n", encoding="utf-8")
+    _with_group_vars(inv, (ROOT / "inventory" / "basisit.yml").read_text(encoding="utf-8"))
+    p = _cli(inv, not_a_dir, "--graph")
+    assert p.returncode == 0, p.stderr
+    assert "@nalbach" in p.stdout
+
+
+def test_a_playbook_hit_keeps_the_estate_for_the_lookups(tmp_path, inv, plugin_calls, monkeypatch):
+    """In a playbook (not ansible-inventory) a hit still loads the estate into basisit.derived,
+    before the workers fork, so lookup('basisit_model') never loads it per task; it does not
+    rebuild the inventory (no _populate)."""
+    parse, loads = plugin_calls
+    module = _plugin_module()
+    monkeypatch.setattr(module, "_inventory_cli", lambda: False)
+    populated: list[int] = []
+    real = module.InventoryModule._populate
+
+    def counting(self, *a, **k):
+        populated.append(1)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(module.InventoryModule, "_populate", counting)
+    src = _source(
+        inv,
+        f"plugin: basisit\nstate_dir: {tmp_path / 'state'}\ncache: true\ncache_plugin: ansible.builtin.jsonfile\n",
+    )
+    parse(src)
+    derived._ESTATES.clear()
+    parse(src)
+    assert len(populated) == 1 and len(loads) == 2
+    assert str(inv) in derived._ESTATES
+    assert list((tmp_path / "state" / "cache" / "inventory").iterdir())
