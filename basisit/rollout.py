@@ -6,6 +6,12 @@ Kommunen failed. A ledger (SQLite in the state directory) records every step wit
 standard version and the result; a re-run skips Kommunen already verified at the current
 standard version (unless --force) and resumes the rest.
 
+Zentral is converged first when the selection has anything to do, unless its ledger entry is
+current: its last converge at this standard version and backend passed, its last verify passed,
+and the digest of everything its converge is made of (`zentral_inputs`: the model data its roles
+consume, incl. the rosters of every Kommune it serves, its facts and host keys, the secrets it
+applies, the code) is the one recorded then. --force converges it anyway.
+
 A Kommune whose verify found hosts unreachable (`basisit verify` exit 3: nothing failed, but not
 every host answered over SSH) is *unreachable*: not verified (a re-run verifies it again), not
 failed either — it neither counts towards --max-failures nor stops the wave as a canary. The
@@ -56,10 +62,12 @@ CREATE TABLE IF NOT EXISTS steps (
     seconds REAL,
     result TEXT,            -- ok | failed | unreachable | skipped
     detail TEXT,
-    log TEXT
+    log TEXT,
+    inputs TEXT             -- a converge's inputs digest (zentral), else ''
 );
 CREATE INDEX IF NOT EXISTS steps_site ON steps(site, step, standard_version);
 """
+STEP_COLUMNS = "run_id, site, step, standard_version, started, finished, seconds, result, detail, log, inputs"
 
 
 def _now() -> str:
@@ -75,6 +83,9 @@ class Ledger:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(steps)")}
+        if "inputs" not in columns:  # a ledger written before the inputs digest
+            self._db.execute("ALTER TABLE steps ADD COLUMN inputs TEXT")
 
     def close(self) -> None:
         self._db.close()
@@ -102,11 +113,12 @@ class Ledger:
         result: str,
         detail: str = "",
         log: str = "",
+        inputs: str = "",
     ) -> None:
         with self._lock:
             self._db.execute(
-                "INSERT INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (run_id, site, step, version, started, _now(), round(seconds, 2), result, detail, log),
+                f"INSERT INTO steps ({STEP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, site, step, version, started, _now(), round(seconds, 2), result, detail, log, inputs),
             )
 
     def verified(self, site: str, version: int, backend: str) -> bool:
@@ -119,6 +131,18 @@ class Ledger:
                 (site, version, backend),
             ).fetchone()
         return bool(row and row[0] == "ok")
+
+    def converged(self, site: str, version: int, backend: str, inputs: str) -> bool:
+        """True when the site's most recent converge at this standard version (and backend)
+        passed with these inputs (an empty digest never matches)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT s.result, s.inputs FROM steps s JOIN runs r ON r.id = s.run_id "
+                "WHERE s.site = ? AND s.step = 'converge' AND s.standard_version = ? AND r.backend = ? "
+                "AND s.result != 'skipped' ORDER BY s.rowid DESC LIMIT 1",
+                (site, version, backend),
+            ).fetchone()
+        return bool(inputs and row and row[0] == "ok" and row[1] == inputs)
 
     def steps(self, run_id: int) -> list[tuple]:
         with self._lock:
@@ -208,6 +232,13 @@ class Commands:
             drill = [playbook, "-i", str(inv), str(ROOT / "playbooks" / "restore-drill.yml"), "-l", site]
             self._run(site, "restore-drill", drill, timeout=1800)
 
+    def zentral_inputs(self) -> str:
+        """The digest of what zentral's converge is made of (basisit.zentral_inputs)."""
+        from basisit import zentral_inputs
+        from basisit.validate import load_estate
+
+        return zentral_inputs.digest(load_estate(self.inventory), self.inventory, self.state)
+
     def verify(self, site: str) -> None:
         select = ["--zentral"] if site == ZENTRAL else ["--kommune", site]
         self._run(site, "verify", self._basisit("verify", *select), timeout=1800, unreachable_rc=EXIT_UNREACHABLE)
@@ -256,12 +287,22 @@ class Plan:
 
 
 class Rollout:
-    def __init__(self, plan: Plan, steps: dict[str, StepFn], ledger: Ledger, version: int, backend: str):
+    def __init__(
+        self,
+        plan: Plan,
+        steps: dict[str, StepFn],
+        ledger: Ledger,
+        version: int,
+        backend: str,
+        zentral_inputs: Callable[[], str] | None = None,
+    ):
         self.plan = plan
         self.steps = steps
         self.ledger = ledger
         self.version = version
         self.backend = backend
+        # The digest of zentral's converge inputs; None: zentral is converged whenever it runs.
+        self.zentral_inputs = zentral_inputs
         order = ([ZENTRAL] if plan.include_zentral else []) + plan.sites
         self.state = {s: SiteState(s) for s in order}
         self.failures = 0
@@ -276,11 +317,41 @@ class Rollout:
             if slug == ZENTRAL and step == "verify":
                 break  # zentral is verified at the end, after the Kommunen that use its services
             st.step = step
+            if slug == ZENTRAL and step == "converge" and self._zentral_current():
+                continue
             if not self._step(slug, step):
                 return
         st.step = "done"
         st.result = "verified" if slug != ZENTRAL else "converged"
         st.finished = time.monotonic()
+
+    def _inputs(self) -> str:
+        """Zentral's inputs digest now ('' when it cannot be taken: then nothing is current)."""
+        if self.zentral_inputs is None:
+            return ""
+        try:
+            return self.zentral_inputs()
+        except Exception:  # e.g. an inventory made invalid mid-run: converge, the step reports it
+            return ""
+
+    def _zentral_current(self) -> bool:
+        """Skip zentral's converge (recorded as skipped) when its ledger entry is current: not
+        --force, the last converge at this standard version and backend passed with the inputs
+        digest it has now, and its last verify passed."""
+        if self.plan.force or self.zentral_inputs is None:
+            return False
+        inputs = self._inputs()
+        if not (
+            self.ledger.converged(ZENTRAL, self.version, self.backend, inputs)
+            and self.ledger.verified(ZENTRAL, self.version, self.backend)
+        ):
+            return False
+        detail = f"current: converged and verified at standard v{self.version}, inputs {inputs[:12]} unchanged"
+        self.ledger.record(
+            self.run_id, ZENTRAL, "converge", self.version, _now(), 0.0, "skipped", detail, inputs=inputs
+        )
+        self.state[ZENTRAL].detail = "converge skipped (" + detail + ")"
+        return True
 
     def _step(self, slug: str, step: str) -> bool:
         """Run one step, record it in the ledger; False (and the site failed) when it failed."""
@@ -304,7 +375,10 @@ class Rollout:
             self.ledger.record(self.run_id, slug, step, self.version, started, time.monotonic() - t0, "failed", repr(e))
             st.result, st.detail, st.finished = "failed", f"{step}: {e!r}", time.monotonic()
             return False
-        self.ledger.record(self.run_id, slug, step, self.version, started, time.monotonic() - t0, "ok")
+        # Zentral's converge records what it was made of, taken after it ran (it creates the
+        # secrets it applies): the next rollout compares against this.
+        inputs = self._inputs() if (slug, step) == (ZENTRAL, "converge") else ""
+        self.ledger.record(self.run_id, slug, step, self.version, started, time.monotonic() - t0, "ok", inputs=inputs)
         return True
 
     def _verify_zentral(self) -> None:
@@ -456,6 +530,7 @@ def cmd_rollout(args: argparse.Namespace) -> int:
         ledger,
         estate.standard.version,
         args.backend,
+        zentral_inputs=cmds.zentral_inputs,
     )
     print(f"rollout of {len(sites)} Kommune(n) + zentral; logs in {cmds.log_dir}; ledger {ledger.path}", flush=True)
     try:

@@ -175,3 +175,145 @@ def test_cloud_backend_requires_imported_facts(tmp_path):
     cmds = Commands(Path("inventory"), tmp_path, "cloud", tmp_path / "logs")
     with pytest.raises(StepFailed, match="no site facts for tholey"):
         cmds.realise("tholey")
+
+
+# --- zentral's converge skipped while its ledger entry is current -----------------------------
+
+
+class Inputs:
+    """A stand-in for the zentral inputs digest: returns `value`, counts the calls."""
+
+    def __init__(self, value: str = "h1"):
+        self.value = value
+        self.calls = 0
+
+    def __call__(self) -> str:
+        self.calls += 1
+        if isinstance(self.value, Exception):
+            raise self.value
+        return self.value
+
+
+def roll_z(ledger, sites, steps, inputs, version: int = 1, **kw) -> Rollout:
+    ro = Rollout(Plan(sites, **kw), steps.table(), ledger, version=version, backend="lab", zentral_inputs=inputs)
+    ro.ok = ro.run()
+    return ro
+
+
+def zentral_rows(ledger, ro) -> list[tuple]:
+    return [r[1:3] for r in ledger.steps(ro.run_id) if r[0] == "zentral"]
+
+
+def test_zentral_converge_is_skipped_when_its_ledger_entry_is_current(ledger):
+    inputs = Inputs("h1")
+    roll_z(ledger, ["a"], Steps(), inputs)
+    steps = Steps()
+    ro = roll_z(ledger, ["b"], steps, inputs)  # b is new: something to do, zentral current
+    assert ro.ok
+    assert ("zentral", "converge") not in steps.calls
+    assert ("zentral", "realise") in steps.calls  # still brought up (idempotent, cheap)
+    assert steps.calls[-1] == ("zentral", "verify")  # and verified after the Kommune
+    assert zentral_rows(ledger, ro) == [("realise", "ok"), ("converge", "skipped"), ("verify", "ok")]
+    assert ro.state["zentral"].result == "verified" and "converge skipped" in ro.state["zentral"].detail
+    assert ro.state["b"].result == "verified"
+
+
+def test_zentral_is_converged_when_its_inputs_changed(ledger):
+    """A new Kommune in its rosters, a rotated key, a changed role: another digest."""
+    roll_z(ledger, ["a"], Steps(), Inputs("h1"))
+    steps = Steps()
+    ro = roll_z(ledger, ["b"], steps, Inputs("h2"))
+    assert ("zentral", "converge") in steps.calls and ro.ok
+    assert zentral_rows(ledger, ro)[1] == ("converge", "ok")
+    steps = Steps()
+    roll_z(ledger, ["c"], steps, Inputs("h2"))  # h2 recorded now: current again
+    assert ("zentral", "converge") not in steps.calls
+
+
+def test_force_converges_a_current_zentral(ledger):
+    roll_z(ledger, ["a"], Steps(), Inputs("h1"))
+    steps = Steps()
+    roll_z(ledger, ["a"], steps, Inputs("h1"), force=True)
+    assert ("zentral", "converge") in steps.calls and ("a", "converge") in steps.calls
+
+
+def test_zentral_is_converged_after_a_failed_verify_or_converge(ledger):
+    roll_z(ledger, ["a"], Steps(fail={"zentral": "verify"}), Inputs("h1"))
+    steps = Steps()
+    roll_z(ledger, ["b"], steps, Inputs("h1"))
+    assert ("zentral", "converge") in steps.calls  # its last verify failed: not current
+    failed = roll_z(ledger, ["c"], Steps(fail={"zentral": "converge"}), Inputs("h2"))
+    assert zentral_rows(ledger, failed)[1] == ("converge", "failed")
+    steps = Steps()
+    roll_z(ledger, ["c"], steps, Inputs("h2"))
+    assert ("zentral", "converge") in steps.calls  # its last converge failed: not current
+
+
+def test_zentral_is_converged_at_a_new_standard_version_or_without_a_digest(ledger):
+    roll_z(ledger, ["a"], Steps(), Inputs("h1"))
+    steps = Steps()
+    roll_z(ledger, ["b"], steps, Inputs("h1"), version=2)
+    assert ("zentral", "converge") in steps.calls
+    steps = Steps()
+    roll_z(ledger, ["c"], steps, Inputs(RuntimeError("inventory unreadable")), version=2)
+    assert ("zentral", "converge") in steps.calls  # no digest: never current
+    steps = Steps()
+    roll_z(ledger, ["d"], steps, None, version=2)
+    assert ("zentral", "converge") in steps.calls  # no digest function: always converged
+
+
+def test_nothing_to_do_still_skips_zentral_entirely(ledger):
+    inputs = Inputs("h1")
+    roll_z(ledger, ["a"], Steps(), inputs)
+    steps, before = Steps(), inputs.calls
+    ro = roll_z(ledger, ["a"], steps, inputs)
+    assert steps.calls == [] and ro.state["zentral"].result == "skipped" and inputs.calls == before
+
+
+def test_the_recorded_digest_is_taken_after_the_converge(ledger):
+    """Zentral's converge creates the secrets it applies (a new Kommune's WireGuard key): the
+    ledger keeps the digest of the state after it, which the next rollout finds unchanged."""
+    inputs = Inputs("before")
+    steps = Steps()
+    real = steps.make("converge")
+
+    def converge(site: str) -> None:
+        real(site)
+        if site == "zentral":
+            inputs.value = "after"
+
+    table = {**steps.table(), "converge": converge}
+    ro = Rollout(Plan(["a"]), table, ledger, version=1, backend="lab", zentral_inputs=inputs)
+    assert ro.run()
+    assert ledger.converged("zentral", 1, "lab", "after") and not ledger.converged("zentral", 1, "lab", "before")
+    again = Steps()
+    roll_z(ledger, ["b"], again, inputs)
+    assert ("zentral", "converge") not in again.calls
+
+
+def test_a_ledger_from_before_the_digest_gains_the_column(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "ledger.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, started TEXT NOT NULL, finished TEXT,"
+        " backend TEXT NOT NULL, standard_version INTEGER NOT NULL, selection TEXT NOT NULL, result TEXT);"
+        "CREATE TABLE steps (run_id INTEGER NOT NULL, site TEXT NOT NULL, step TEXT NOT NULL,"
+        " standard_version INTEGER NOT NULL, started TEXT NOT NULL, finished TEXT, seconds REAL, result TEXT,"
+        " detail TEXT, log TEXT);"
+        "INSERT INTO runs VALUES (1, 't', 't', 'lab', 1, 'zentral a', 'ok');"
+        "INSERT INTO steps VALUES (1, 'zentral', 'converge', 1, 't', 't', 1.0, 'ok', '', '');"
+        "INSERT INTO steps VALUES (1, 'a', 'verify', 1, 't', 't', 1.0, 'ok', '', '');"
+    )
+    db.commit()
+    db.close()
+    lg = Ledger(path)
+    try:
+        assert lg.verified("a", 1, "lab")  # old rows still count
+        assert not lg.converged("zentral", 1, "lab", "h1")  # an old converge has no digest: not current
+        steps = Steps()
+        roll_z(lg, ["b"], steps, Inputs("h1"))
+        assert ("zentral", "converge") in steps.calls
+    finally:
+        lg.close()
