@@ -71,7 +71,7 @@ def test_secrets_zentral_applies_change_it_others_do_not(setup):
 
 
 def test_zentral_rebuilt_or_its_facts_changed_change_it(setup):
-    inv, state, digest = setup
+    _, state, digest = setup
     kh = state / "lab" / "known_hosts"
     kh.parent.mkdir()
     kh.write_text("10.160.0.1,zentral-gw ssh-ed25519 AAAAold\n10.160.168.1,nalbach-gw ssh-ed25519 AAAAn\n")
