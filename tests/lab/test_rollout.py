@@ -101,3 +101,14 @@ def test_rerun_resumes_and_converges_the_failed_kommune(first_run, lab):
     assert results[VICTIM] == [("realise", "ok"), ("converge", "ok"), ("verify", "ok")]
     assert results["zentral"][-1] == ("verify", "ok"), results
     assert "2 verified" in p.stdout and "1 skipped" in p.stdout, p.stdout[-2000:]  # zentral and bous; nalbach
+    # zentral's converge: skipped only with the inputs digest its last good converge recorded
+    # (basisit.zentral_inputs), else converged and a new digest recorded
+    converges = ledger_rows(
+        lab, "SELECT run_id, result, inputs FROM steps WHERE site = 'zentral' AND step = 'converge' ORDER BY rowid"
+    )
+    previous = [r for r in converges if r[0] < latest_run(lab) and r[1] == "ok"]
+    now = [r for r in converges if r[0] == latest_run(lab)]
+    assert previous and len(previous[-1][2] or "") == 64, converges
+    assert len(now) == 1 and now[0][1] in ("skipped", "ok") and len(now[0][2] or "") == 64, converges
+    if now[0][1] == "skipped":
+        assert now[0][2] == previous[-1][2], converges
