@@ -115,6 +115,16 @@ class AdminSpec(Strict):
     ssh_keys: list[Annotated[StrictStr, Field(pattern=r"^(ssh-ed25519|ecdsa-sha2-nistp\d+|ssh-rsa) \S+")]]
 
 
+class AdminSudoSpec(Strict):
+    # Admins' sudo asks for their password unless this says otherwise, with a reason (validate).
+    nopasswd: bool = Field(default=False, strict=True)
+    reason: StrictStr | None = None
+
+
+class AccessSpec(Strict):
+    admin_sudo: AdminSudoSpec = AdminSudoSpec()
+
+
 class AllowRule(Strict):
     name: Annotated[StrictStr, Field(pattern=SLUG_RE)]
     # pydantic keyword clash: YAML key `from` maps to `src`
@@ -133,6 +143,7 @@ class StandardFile(Strict):
     endpoints: EndpointSpec
     services: ServicesSpec
     admins: list[AdminSpec]
+    access: AccessSpec = AccessSpec()
     allow: list[AllowRule]
 
 

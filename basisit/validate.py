@@ -408,6 +408,26 @@ def _check_standard_rules(std: schema.StandardFile, f: str) -> list[Problem]:
         p.append(Problem(f, w, "services.dns.forwarders", "empty; expected at least one DNS forwarder"))
     if not std.endpoints.os:
         p.append(Problem(f, w, "endpoints.os", "empty; expected at least one endpoint OS"))
+    sudo = std.access.admin_sudo
+    reason = (sudo.reason or "").strip()
+    if sudo.nopasswd and not reason:
+        p.append(
+            Problem(
+                f,
+                w,
+                "access.admin_sudo.reason",
+                "missing; nopasswd: true lets every admin's sudo skip the password: say why (a reason)",
+            )
+        )
+    if not sudo.nopasswd and sudo.reason is not None:
+        p.append(
+            Problem(
+                f,
+                w,
+                "access.admin_sudo.reason",
+                "given, but nopasswd is false (admins re-authenticate): nothing to justify; remove it",
+            )
+        )
     uids: dict[int, str] = {}
     for i, a in enumerate(std.admins):
         if a.uid in uids:

@@ -397,11 +397,11 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                     inv.set_variable(host.name, "ansible_ssh_common_args", args)
 
 
-STANDARD_VARS = ("version", "admins", "services")
+STANDARD_VARS = ("version", "admins", "access", "services")
 
 
 def standard_vars(std) -> dict:
-    """The parts of the standard roles read (basisit_standard.admins, .services.*)."""
+    """The parts of the standard roles read (basisit_standard.admins, .access, .services.*)."""
     return {k: v for k, v in std.model_dump(mode="json", by_alias=True).items() if k in STANDARD_VARS}
 
 

@@ -8,11 +8,14 @@ import subprocess
 
 import pytest
 
+from basisit import pwhash
 from basisit.model import AUTOMATION_USER
 from basisit.verify.suite import connect, context, estate, not_applicable, role_default, sshd_effective, words
 
 pytestmark = pytest.mark.role("any")
 LOG_RULES = set(role_default("base", "base_journal_log_rules"))  # matrix rules that carry logs
+ADMINS_STORE = role_default("base", "base_admins_password_dir").rsplit("/", 1)[1]  # <state>/secrets/_admins
+ADMINS_GROUP = role_default("base", "base_admins_group")
 
 ROUTERS = {"gateway", "zentral_gateway"}
 # Local services a role offers beyond the allow matrix (the role's own nftables drop-ins).
@@ -256,13 +259,48 @@ def test_no_local_account_of_an_unlisted_person(host):
     assert not unlisted, f"local accounts of people the standard does not list: {sorted(unlisted)}"
 
 
+def _admin_sudo():
+    """The standard's rule for the admins' sudo (access.admin_sudo): nopasswd only with a reason."""
+    return estate().standard.access.admin_sudo
+
+
+def _admin_password(name: str) -> str:
+    """An admin's local password as base stores it on the control host (state/secrets/_admins/<name>)."""
+    from basisit import secrets, sitefacts
+
+    path = sitefacts.state_dir(None) / "secrets" / ADMINS_STORE / name
+    try:
+        return secrets.value(path)
+    except FileNotFoundError:
+        pytest.fail(f"admin {name}: no password {path} on this control host; converge base first", pytrace=False)
+    except secrets.SecretError as e:
+        pytest.fail(f"admin {name}: {e}", pytrace=False)
+
+
 @pytest.mark.feature("base/admins")
-@pytest.mark.controls("gs:SYS.1.3.A8", "gs:ORP.4.A8")
-def test_admin_passwords_locked(host):
-    """Admins log in with keys only: their password field is locked."""
+@pytest.mark.controls("cis-deb12:5.2.4", "gs:SYS.1.1.A2", "gs:ORP.4.A8", "wiba:IT-Administration")
+def test_admin_passwords_are_the_vaulted_ones(host):
+    """Sudo re-authenticates, so each admin has a usable password: the shadow field is the SHA-512
+    crypt hash of the admin's password vaulted on the control host (not locked `!`, not `*`, not
+    empty). Compared here, on the control host: the password never travels. Where the standard
+    lets admins' sudo skip the password (with a reason), their password is locked instead."""
+    nopasswd = _admin_sudo().nopasswd
+    bad = []
     for a in _admins():
-        field = host.check_output(f"getent shadow {a.name}").split(":")[1]
-        assert field.startswith(("!", "*")), f"{a.name} has a usable password"
+        out = host.run("getent shadow %s", a.name)
+        field = out.stdout.split(":")[1] if out.rc == 0 and out.stdout.count(":") >= 1 else None
+        if field is None:
+            bad.append(f"{a.name}: no shadow entry")
+        elif nopasswd:
+            if not field.startswith(("!", "*")):
+                bad.append(f"{a.name}: a usable password, though the standard's admins sudo without one (keys only)")
+        elif field == "" or field.startswith(("!", "*")):
+            state = "empty" if field == "" else ("locked (!)" if field.startswith("!") else f"unusable ({field[:1]})")
+            bad.append(f"{a.name}: password {state}; sudo cannot re-authenticate the admin")
+        elif not pwhash.matches(_admin_password(a.name), field):
+            kind = field.split("$")[1] if field.startswith("$") else "no crypt hash"
+            bad.append(f"{a.name}: the password hash (${kind}$...) is not the one of the vaulted password")
+    assert not bad, "; ".join(bad)
 
 
 @pytest.mark.feature("base/admins")
@@ -373,6 +411,91 @@ def test_sudo_only_through_the_admin_group(host):
     assert not extra.strip(), f"files in /etc/sudoers.d besides basisit: {extra.split()}"
     members = host.check_output("getent group sudo").split(":")[3]
     assert not words(members), f"members of Debian's sudo group: {members}"
+
+
+# Every file sudo loads: sudoers and what its `@includedir /etc/sudoers.d` reads (not names with
+# a dot or ending in `~`; README is read).
+SUDO_LOADED = "find /etc/sudoers /etc/sudoers.d -maxdepth 1 -type f ! -name '*~' ! -name '*.*'"
+NOPASSWD_TAG = re.compile(r"(?<![A-Za-z_])NOPASSWD\s*:")
+NO_AUTHENTICATE = re.compile(r"!\s*authenticate\b")
+RULE_KEYWORDS = ("User_Alias", "Runas_Alias", "Host_Alias", "Cmnd_Alias", "Cmd_Alias", "@include", "#include")
+
+
+def _sudo_lines_by_file(host) -> list[tuple[str, str]]:
+    """(file, logical line) of every rule and Defaults line of every file sudo loads."""
+    out = []
+    for f in sorted(host.check_output(SUDO_LOADED).split()):
+        text = host.check_output("cat %s", f).replace("\\\n", " ")
+        out += [(f, ln.strip()) for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    return out
+
+
+def _skips_password(line: str) -> str | None:
+    """Whom a sudoers line lets run commands without a password (its user list), or None."""
+    first = line.split()[0]
+    if first.startswith("Defaults"):
+        if not NO_AUTHENTICATE.search(line):
+            return None
+        return first[len("Defaults:") :] if first.startswith("Defaults:") else "ALL"  # @host, >runas, !cmnd: anyone
+    if first.startswith(RULE_KEYWORDS) or not NOPASSWD_TAG.search(line):
+        return None
+    return first
+
+
+@pytest.mark.feature("base/sudo")
+@pytest.mark.controls(
+    "cis-deb12:5.2.4", "cis-deb12:5.2.5", "gs:SYS.1.1.A2", "gs:OPS.1.1.2.A5", "wiba:IT-Administration"
+)
+def test_sudo_nopasswd_only_for_the_automation_account(host):
+    """The only sudo rule that skips the password (a NOPASSWD tag, a `!authenticate` default) is
+    the automation account's, in every file sudo loads; the admins' group's too only where the
+    standard says so with a reason (access.admin_sudo)."""
+    allowed = {AUTOMATION_USER} | ({f"%{ADMINS_GROUP}"} if _admin_sudo().nopasswd else set())
+    bad = [
+        f"{f}: {ln}"
+        for f, ln in _sudo_lines_by_file(host)
+        if (who := _skips_password(ln)) is not None and not set(who.split(",")) <= allowed
+    ]
+    assert not bad, f"sudo without a password for others than {sorted(allowed)}: {bad}"
+
+
+@pytest.mark.feature("base/sudo")
+@pytest.mark.controls(
+    "cis-deb12:5.2.4", "cis-deb12:5.2.5", "gs:SYS.1.1.A2", "gs:OPS.1.1.2.A5", "wiba:IT-Administration"
+)
+def test_admins_sudo_asks_for_the_password(host):
+    """`sudo -l -U <admin>` (sudo's own view, whatever file or source grants it): every named admin
+    may use sudo, and no rule or default lets them skip the password."""
+    sudo = _admin_sudo()
+    if sudo.nopasswd:
+        not_applicable(f"the standard lets admins' sudo skip the password: {sudo.reason}")
+    bad = []
+    for a in _admins():
+        out = host.run("sudo -l -U %s", a.name)
+        listing = out.stdout
+        if out.rc != 0 or "may run the following commands" not in listing:
+            bad.append(f"{a.name}: may not use sudo ({(listing + out.stderr).strip()[:200]})")
+            continue
+        defaults, _, rules = listing.partition("may run the following commands")
+        skips = [ln.strip() for ln in rules.splitlines() if NOPASSWD_TAG.search(ln)]
+        if NO_AUTHENTICATE.search(defaults):
+            skips.append("Defaults !authenticate")
+        if skips:
+            bad.append(f"{a.name}: sudo -l -U {a.name}: {skips}")
+    assert not bad, "; ".join(bad)
+
+
+@pytest.mark.feature("base/sudo")
+@pytest.mark.controls("cis-deb12:5.2.6", "gs:OPS.1.1.2.A5")
+def test_sudo_timestamp_timeout(sudoers):
+    """An admin's sudo authentication lasts at most 15 minutes (timestamp_timeout set, not -1)."""
+    value = _global_defaults(sudoers).get("timestamp_timeout")
+    assert isinstance(value, str), "sudoers sets no timestamp_timeout (sudo's default applies)"
+    try:
+        minutes = float(value)
+    except ValueError:
+        pytest.fail(f"timestamp_timeout={value}: not a number of minutes", pytrace=False)
+    assert 0 <= minutes <= 15, f"timestamp_timeout={value}; expected 0 to 15 minutes"
 
 
 # --- automatic security updates -------------------------------------------------------------

@@ -26,6 +26,7 @@ KOMMUNE = "nalbach"
 
 EVIL_DROPIN = "/etc/ssh/sshd_config.d/00-evil.conf"
 EVIL_SUDOERS = "/etc/sudoers.d/evil"
+ADMINS_NOPASSWD = "/etc/sudoers.d/50-admins-nopasswd"
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +77,8 @@ def test_evil_sshd_dropin_and_sudoers_file_fail_then_converge_removes_them(site)
         assert "00-evil.conf" in by_id["test_base::test_sshd_config_d_only_managed"]["message"]
         assert "'evil'" in by_id["test_base::test_sudo_only_through_the_admin_group"]["message"]
         assert "nobody" in by_id["test_base::test_sudo_only_named_admins"]["message"]
+        nopasswd = by_id["test_base::test_sudo_nopasswd_only_for_the_automation_account"]["message"]
+        assert f"{EVIL_SUDOERS}: nobody ALL=(ALL) NOPASSWD: ALL" in nopasswd, nopasswd
         assert all(r["host"] == f"{KOMMUNE}-dc1" for r in failing(doc)), [r["nodeid"] for r in failing(doc)]
         healed, _ = playbook.run(lab, "--tags", "sshd,sudo", limit=f"{KOMMUNE}-dc1")
         assert healed.returncode == 0, healed.stdout[-4000:]
@@ -85,4 +88,43 @@ def test_evil_sshd_dropin_and_sudoers_file_fail_then_converge_removes_them(site)
     assert f"item={EVIL_DROPIN}" in healed.stdout and f"item={EVIL_SUDOERS}" in healed.stdout, healed.stdout[-4000:]
     assert playbook.recap(healed.stdout)[f"{KOMMUNE}-dc1"]["changed"] >= 2
     p, doc = verify(state, "--jobs", "2", "--", "-k", "sshd or sudo or root_login")
+    assert p.returncode == 0 and not failing(doc), [r["nodeid"] for r in failing(doc)]
+
+
+def test_admins_sudo_without_password_and_a_locked_admin_password_fail_then_converge_heals(site):
+    lab, state = site
+    dc = host_address(lab, f"{KOMMUNE}-dc1")
+    admin = lab.estate.standard.admins[0].name
+    plant = (
+        f"printf '%%basisit-admins ALL=(ALL) NOPASSWD: ALL\\n' > {ADMINS_NOPASSWD} && chmod 0440 {ADMINS_NOPASSWD}"
+        f" && visudo -c -q && usermod -L {admin} && getent shadow {admin} | cut -d: -f2 | cut -c1-4"
+    )
+    r = lab.ssh(dc, plant)
+    assert r.returncode == 0 and r.stdout.strip() == "!$6$", r.stdout + r.stderr
+    try:
+        p, doc = verify(state, "--jobs", "2", "--", "-k", "sudo or admin_passwords")
+        assert p.returncode == 1, p.stdout[-3000:]
+        by_id = {r["test_id"]: r for r in failing(doc) if r["host"] == f"{KOMMUNE}-dc1"}
+        assert {
+            "test_base::test_sudo_nopasswd_only_for_the_automation_account",
+            "test_base::test_admins_sudo_asks_for_the_password",
+            "test_base::test_admin_passwords_are_the_vaulted_ones",
+        } <= set(by_id), sorted(by_id)
+        files = by_id["test_base::test_sudo_nopasswd_only_for_the_automation_account"]["message"]
+        assert f"{ADMINS_NOPASSWD}: %basisit-admins ALL=(ALL) NOPASSWD: ALL" in files, files
+        asks = by_id["test_base::test_admins_sudo_asks_for_the_password"]["message"]
+        assert f"{admin}: sudo -l -U {admin}:" in asks and "NOPASSWD: ALL" in asks, asks
+        locked = by_id["test_base::test_admin_passwords_are_the_vaulted_ones"]["message"]
+        assert f"{admin}: password locked (!)" in locked, locked
+        assert all("cis-deb12:5.2.4" in r["controls"] for r in by_id.values() if "sudo_only" not in r["test_id"])
+        assert all(r["host"] == f"{KOMMUNE}-dc1" for r in failing(doc)), [r["nodeid"] for r in failing(doc)]
+        healed, _ = playbook.run(lab, "--tags", "admins,sudo", limit=f"{KOMMUNE}-dc1")
+        assert healed.returncode == 0, healed.stdout[-4000:]
+    finally:
+        lab.ssh(dc, f"rm -f {ADMINS_NOPASSWD}; usermod -U {admin}; true")
+    # the converge removed the file and unlocked the password (the vaulted hash again), as changes
+    assert f"item={ADMINS_NOPASSWD}" in healed.stdout, healed.stdout[-4000:]
+    assert f"changed: [{KOMMUNE}-dc1] => (item={admin})" in healed.stdout, healed.stdout[-4000:]
+    assert playbook.recap(healed.stdout)[f"{KOMMUNE}-dc1"]["changed"] >= 2
+    p, doc = verify(state, "--jobs", "2", "--", "-k", "sudo or admin_passwords")
     assert p.returncode == 0 and not failing(doc), [r["nodeid"] for r in failing(doc)]

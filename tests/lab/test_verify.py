@@ -252,6 +252,8 @@ def test_removed_admin_and_bootstrap_sudo_rule_fail_then_converge_removes_them(s
         " > /home/ops-former/.ssh/authorized_keys"
         " && echo 'ops-ego ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/90-cloud-init-users"
         " && chmod 0440 /etc/sudoers.d/90-cloud-init-users"
+        # the former admin is still at work (an open session's process)
+        " && (setsid runuser -u ops-former -- sleep 3600 </dev/null >/dev/null 2>&1 &) && sleep 1 && pgrep -U 2999"
     )
     r = lab.ssh(dc, plant)
     assert r.returncode == 0, r.stderr
@@ -270,7 +272,11 @@ def test_removed_admin_and_bootstrap_sudo_rule_fail_then_converge_removes_them(s
         healed, _ = playbook.run(lab, "--tags", "admins,sudo", limit="nalbach-dc1")
         assert healed.returncode == 0, healed.stdout[-4000:]
     finally:
-        lab.ssh(dc, "userdel -r -f ops-former 2>/dev/null; rm -f /etc/sudoers.d/90-cloud-init-users; true")
+        lab.ssh(
+            dc,
+            "pkill -KILL -U 2999; userdel -r -f ops-former 2>/dev/null; rm -f /etc/sudoers.d/90-cloud-init-users; true",
+        )
     left = lab.ssh(dc, "getent passwd ops-former; ls /home; ls /etc/sudoers.d").stdout
     assert "ops-former" not in left and "90-cloud-init-users" not in left, left
+    assert lab.ssh(dc, "pgrep -U 2999").returncode == 1, "a process of the removed admin still runs"
     assert "ops-former" in healed.stdout and "90-cloud-init-users" in healed.stdout  # the converge removed them

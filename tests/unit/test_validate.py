@@ -100,7 +100,52 @@ CASES = {
         "host_kinds.dc.roles",
         "unknown role",
     ),
+    # Admins' sudo skips the password only with a reason (issue 12).
+    "admin-sudo-nopasswd-without-reason": (
+        "standard",
+        _set("access", {"admin_sudo": {"nopasswd": True}}),
+        "standard",
+        "access.admin_sudo.reason",
+        "say why",
+    ),
+    "admin-sudo-nopasswd-blank-reason": (
+        "standard",
+        _set("access", {"admin_sudo": {"nopasswd": True, "reason": "  "}}),
+        "standard",
+        "access.admin_sudo.reason",
+        "say why",
+    ),
+    "admin-sudo-reason-without-nopasswd": (
+        "standard",
+        _set("access", {"admin_sudo": {"nopasswd": False, "reason": "habit"}}),
+        "standard",
+        "access.admin_sudo.reason",
+        "nothing to justify",
+    ),
+    "admin-sudo-nopasswd-not-a-bool": (
+        "standard",
+        _set("access", {"admin_sudo": {"nopasswd": "yes", "reason": "x"}}),
+        "standard",
+        "access.admin_sudo.nopasswd",
+        "valid boolean",
+    ),
+    "admin-sudo-unknown-field": (
+        "standard",
+        _set("access", {"admin_sudo": {"nopasswd": False, "passwordless": True}}),
+        "standard",
+        "access.admin_sudo.passwordless",
+        "unknown field",
+    ),
 }
+
+
+def test_admin_sudo_reauthenticates_unless_the_standard_says_otherwise_with_a_reason(inv):
+    assert load_estate("inventory").standard.access.admin_sudo.nopasswd is False  # the shipped standard
+    edit(inv / "standard.yaml", _set("access", {"admin_sudo": {"nopasswd": True, "reason": "Notbetrieb bis 2027"}}))
+    sudo = load_estate(inv).standard.access.admin_sudo
+    assert sudo.nopasswd is True and sudo.reason == "Notbetrieb bis 2027"
+    edit(inv / "standard.yaml", lambda d: d.pop("access"))
+    assert load_estate(inv).standard.access.admin_sudo.nopasswd is False  # absent: re-authenticate
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
