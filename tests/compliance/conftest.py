@@ -69,6 +69,7 @@ LANDED = {
     "ad_dc",
     "ad_dc/probe",
     "ad_dc/join",
+    "ad_dc/join_account",
     "domain_member",
     "endpoint",
     "backup_client",

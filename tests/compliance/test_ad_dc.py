@@ -137,3 +137,42 @@ def test_every_dc_of_the_kommune_is_in_dns(host, target):
     for dc in estate().site(target.kommune).hosts_with_role("ad_dc"):
         out = host.run("host -t A %s 127.0.0.1", dc.fqdn)
         assert str(dc.address) in out.stdout, f"{dc.fqdn}: {out.stdout.strip() or out.stderr.strip()}"
+
+
+def _join_account_sid(host) -> str:
+    user = role_default("ad_dc", "ad_dc_join_user")
+    out = host.run("samba-tool user show %s --attributes=objectSid", user)
+    assert out.rc == 0, f"no join account {user}: {(out.stderr or out.stdout).strip()[-300:]}"
+    m = re.search(r"^objectSid: (S-[0-9-]+)$", out.stdout, re.M)
+    assert m, f"{user}: no objectSid in {out.stdout.strip()[-300:]}"
+    return m.group(1)
+
+
+@pytest.mark.feature("ad_dc/join_account")
+@pytest.mark.controls("gs:APP.2.2.A7", "gs:ORP.4.A2")
+def test_join_account_in_no_privileged_group(host):
+    """The delegated join account members join with exists and is in no privileged group."""
+    user = role_default("ad_dc", "ad_dc_join_user")
+    _join_account_sid(host)
+    found = [
+        g
+        for g in role_default("ad_dc", "ad_dc_privileged_groups")
+        if user in host.check_output(f'samba-tool group listmembers "{g}"').split("\n")
+    ]
+    assert not found, f"join account {user} is in privileged group(s): {', '.join(found)}"
+
+
+@pytest.mark.feature("ad_dc/join_account")
+@pytest.mark.controls("gs:APP.2.2.A7", "gs:ORP.4.A2")
+def test_join_account_delegated_on_the_computer_ous_only(host, target):
+    """Its join rights are on the computer OUs, none on the domain root, CN=Computers or CN=Users."""
+    sid = _join_account_sid(host)
+    base = ",".join(f"DC={p}" for p in estate().site(target.kommune).domain.split("."))
+    aces = [a.replace("@SID@", sid) for a in role_default("ad_dc", "ad_dc_join_delegation")]
+    for ou in role_default("ad_dc", "ad_dc_computer_ous"):
+        acl = host.check_output(f'samba-tool dsacl get "--objectdn=OU={ou},{base}"')
+        missing = [a for a in aces if a not in acl]
+        assert not missing, f"OU={ou}: join delegation missing {missing}"
+    for dn in (base, f"CN=Computers,{base}", f"CN=Users,{base}"):
+        acl = host.check_output(f'samba-tool dsacl get "--objectdn={dn}"')
+        assert sid not in acl, f"{dn}: its ACL grants the join account {sid} something"

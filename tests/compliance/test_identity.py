@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from basisit.verify.suite import estate, role_default, run_with_secret, secret
+from basisit.verify.suite import connect, estate, role_default, run_with_secret, secret
 
 pytestmark = pytest.mark.role("endpoint")
 
@@ -51,3 +53,23 @@ def test_domain_user_kinit_and_smb_from_endpoint(host, target):
     p = run_with_secret(target.name, command, password)
     out = p.stdout + p.stderr
     assert p.returncode == 0 and "smb-ok" in p.stdout, f"{user}@{realm} from {target.name}: {out.strip()[-400:]}"
+
+
+@pytest.mark.role("domain_member")
+@pytest.mark.feature("ad_dc/join_account")
+@pytest.mark.controls("gs:APP.2.2.A7", "gs:ORP.4.A18")
+def test_computer_object_in_a_computer_ou(host, target):
+    """The member's computer account lies in one of the Kommune's computer OUs (where the join
+    account is delegated), not in CN=Computers or elsewhere."""
+    keytab = host.run("klist -k /etc/krb5.keytab")
+    names = re.findall(r"\s(\S+)\$@", keytab.stdout)
+    assert keytab.rc == 0 and names, f"no machine account in /etc/krb5.keytab: {keytab.stderr.strip()[-300:]}"
+    site = estate().site(target.kommune)
+    dc = site.hosts_with_role("ad_dc")[0]
+    out = connect(dc.name).run("samba-tool computer show %s --attributes=distinguishedName", names[0])
+    m = re.search(r"^distinguishedName: (.+)$", out.stdout, re.M)
+    assert out.rc == 0 and m, f"{names[0]} on {dc.name}: {(out.stderr or out.stdout).strip()[-300:]}"
+    base = ",".join(f"DC={p}" for p in site.domain.split("."))
+    ous = [f"OU={ou},{base}" for ou in role_default("ad_dc", "ad_dc_computer_ous")]
+    parent = m.group(1).partition(",")[2]
+    assert parent in ous, f"computer {m.group(1)} is outside the computer OUs {ous}"
