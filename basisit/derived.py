@@ -28,6 +28,10 @@ VALUES: dict[str, tuple[str, Callable[[Estate, Host], object]]] = {
     ),
     "firewall_forward": ("a site router's forward rule set ([] for other hosts)", policy.forward_rules),
     "vpn_peers": ("the VPN hub's WireGuard peers ([] for other hosts)", policy.vpn_peers),
+    "package_proxy": (
+        "where the host's apt fetches: the package proxy's url, port, rules, listen",
+        policy.package_proxy,
+    ),
     "log_senders": ("a log host's senders, address -> host name ({} for other hosts)", policy.log_senders),
 }
 

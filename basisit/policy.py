@@ -339,6 +339,47 @@ def log_senders(estate: Estate, host: Host) -> dict[str, str]:
     return {str(a): out[a] for a in sorted(out)}
 
 
+PACKAGE_PROXY_ROLE = "package_proxy"
+
+
+def package_proxy_rules(estate: Estate) -> list[str]:
+    """The allow rules that reach the package proxy: those whose `to` is `zentral:package_proxy`."""
+    return sorted({r.name for r in estate.standard.allow if r.to == ZENTRAL_PREFIX + PACKAGE_PROXY_ROLE})
+
+
+def package_proxy(estate: Estate, host: Host) -> dict:
+    """Where `host`'s apt fetches packages: {url, address, port, rules, listen}.
+
+    The proxy is the zentral host with the package_proxy role (exactly one), its port the one tcp
+    port of the rules that reach it (the allow matrix is the port's one home). `listen`: for the
+    proxy host itself, the addresses those rules' flows reach (apt-cacher-ng binds only these),
+    [] for every other host. The proxy host's own apt uses its own address."""
+    proxies = estate.zentral.hosts_with_role(PACKAGE_PROXY_ROLE)
+    if len(proxies) != 1:
+        raise PolicyError(f"zentral has {len(proxies)} hosts with role {PACKAGE_PROXY_ROLE}; expected exactly one")
+    [proxy] = proxies
+    names = package_proxy_rules(estate)
+    rules = [r for r in estate.standard.allow if r.name in names]
+    ports = {p for r in rules for p in r.ports}
+    if not rules or len(ports) != 1 or any(r.proto != ["tcp"] for r in rules):
+        raise PolicyError(
+            f"the allow rules to zentral:{PACKAGE_PROXY_ROLE} ({', '.join(names) or 'none'}) must name one tcp port; "
+            f"found ports {sorted(ports)}"
+        )
+    [port] = ports
+    listen: list[str] = []
+    if proxy.name == host.name:
+        listen = sorted({str(f.dst.network_address) for f in inbound(estate, proxy) if f.rule in names})
+    return {
+        "url": f"http://{proxy.address}:{port}/",
+        "address": str(proxy.address),
+        "host": proxy.name,
+        "port": port,
+        "rules": names,
+        "listen": listen,
+    }
+
+
 def vpn_peers(estate: Estate, host: Host) -> list[dict]:
     """A VPN hub's WireGuard peers: every Kommune gateway of the estate ({kommune, address,
     gateway}); [] for a host without the vpn_hub role. The hub knows every Kommune in advance,
@@ -372,6 +413,8 @@ __all__ = [
     "outbound",
     "outbound_rule_names",
     "outbound_rules",
+    "package_proxy",
+    "package_proxy_rules",
     "site_networks",
     "transit",
     "vpn_peers",

@@ -99,8 +99,20 @@ class AdSpec(Strict):
     groups: list[StrictStr]
 
 
+class PatchingSpec(Strict):
+    # The Debian archive and security archive every host's apt names (through zentral's package
+    # proxy, which fetches from these hosts only).
+    mirror: Annotated[StrictStr, Field(pattern=r"^http://[a-z0-9.-]+(:[0-9]+)?(/[A-Za-z0-9._~/-]*)?$")]
+    security_mirror: Annotated[StrictStr, Field(pattern=r"^http://[a-z0-9.-]+(:[0-9]+)?(/[A-Za-z0-9._~/-]*)?$")]
+    # A security update may be pending on a host for at most this many days.
+    max_pending_security_days: Annotated[StrictInt, Field(ge=0)]
+    # The last successful unattended-upgrades run is at most this many hours old.
+    max_upgrade_age_hours: Annotated[StrictInt, Field(ge=1)]
+
+
 class ServicesSpec(Strict):
     backup: BackupSpec
+    patching: PatchingSpec
     password_policy: PasswordPolicySpec
     lockout: LockoutSpec
     ntp: NtpSpec

@@ -39,7 +39,7 @@ HOSTNAME = re.compile(schema.HOSTNAME_RE)
 SLUG = re.compile(schema.SLUG_RE)
 NETBIOS = re.compile(r"^[A-Z0-9][A-Z0-9-]{0,14}$")
 DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-ZENTRAL_ROLES = {"zentral_gateway", "vpn_hub", "mgmt_host", "backup_server", "log_host"}
+ZENTRAL_ROLES = {"zentral_gateway", "vpn_hub", "mgmt_host", "backup_server", "log_host", "package_proxy"}
 SITE_ROLES = {"gateway", "ad_dc", "backup_client", "file_server", "domain_member", "endpoint"}
 
 

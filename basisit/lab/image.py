@@ -31,11 +31,20 @@ IMAGES_ENV = "BASISIT_LAB_IMAGES"  # where images are cached (default: <state>/l
 MIRROR_ENV = "BASISIT_LAB_MIRROR"
 SECURITY_MIRROR_ENV = "BASISIT_LAB_SECURITY_MIRROR"
 # Bump when the recipe below changes in a way that changes the image.
-RECIPE_VERSION = 3  # 3: the automation account and its bootstrap sudo rule, root login refused
+RECIPE_VERSION = (
+    4  # 3: the automation account and its bootstrap sudo rule, root login refused; 4: apt-cacher-ng disabled
+)
 # Daemons no host may start before provisioning; the roles unmask what a host needs.
 MASKED = ("smbd", "nmbd", "winbind", "samba-ad-dc")
 # Services only some roles run: installed, not enabled (the role that needs one enables it).
-DISABLED = ("unbound", "kea-dhcp4-server", "kea-ctrl-agent", "sssd", "systemd-networkd-wait-online")
+DISABLED = (
+    "unbound",
+    "kea-dhcp4-server",
+    "kea-ctrl-agent",
+    "sssd",
+    "systemd-networkd-wait-online",
+    "apt-cacher-ng",
+)
 BASE_INCLUDE = ("systemd", "systemd-sysv", "dbus", "ca-certificates")
 
 

@@ -11,13 +11,16 @@ import fcntl
 import json
 import shlex
 import shutil
+import socket
 import subprocess
+import sys
 import time
+import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from basisit import model, sitefacts
+from basisit import model, policy, sitefacts
 from basisit.lab import host, image, names, plan, ssh, system
 from basisit.lab.system import LabError
 
@@ -174,6 +177,100 @@ def remove_control(estate: model.Estate, pfx: str) -> None:
             system.run(["ip", "route", "del", "unreachable", net, "metric", UNREACHABLE_METRIC], check=False)
         elif r.get("dev") == br:
             system.run(["ip", "route", "del", net, "dev", br], check=False)
+
+
+# --- the package upstream (the forwarder on the control host) ---------------------------------
+
+UPSTREAM_NAME = plan.UPSTREAM_NAME  # its cgroup: <cgroup group of the prefix>/aptproxy, next to the machines'
+UPSTREAM_PORT = plan.UPSTREAM_PORT
+UPSTREAM_READY_SECONDS = 10.0
+upstream_record_path = plan.upstream_record_path
+upstream_record = plan.upstream_record
+
+
+def upstream_spec(estate: model.Estate, suite: str) -> dict:
+    """The forwarder zentral's package proxy uses in the lab: on the control host's address, for the
+    package proxy host only, to the mirrors the host's apt uses (as the golden image is built)."""
+    mirror, security = image.host_mirrors(suite)
+    allow = []
+    for url in (mirror, security):
+        u = urllib.parse.urlsplit(url)
+        if u.scheme != "http" or not u.hostname:
+            raise LabError(
+                f"the lab's package path forwards plain http only; the host's mirror {url} is not http:// "
+                f"(set {image.MIRROR_ENV} / {image.SECURITY_MIRROR_ENV} to an http:// mirror)"
+            )
+        allow.append(u.netloc.lower())
+    listen = str(plan.control_address(estate).ip)
+    peers = [str(h.address) for h in estate.zentral.hosts_with_role(policy.PACKAGE_PROXY_ROLE)]
+    return {
+        "listen": f"{listen}:{UPSTREAM_PORT}",
+        "url": f"http://{listen}:{UPSTREAM_PORT}",
+        "peers": peers,
+        "allow": sorted(set(allow)),
+        "mirror": mirror,
+        "security_mirror": security,
+    }
+
+
+def _upstream_answers(listen: str) -> bool:
+    addr, _, port = listen.rpartition(":")
+    try:
+        with socket.create_connection((addr, int(port)), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def ensure_upstream(estate: model.Estate, state: Path, pfx: str, suite: str) -> list[str]:
+    """Start the forwarder (after the control address exists) unless it runs with this spec."""
+    spec = upstream_spec(estate, suite)
+    group = names.cgroup_group(pfx)
+    rec = upstream_record(state)
+    running = system.cgroup_populated(group, UPSTREAM_NAME)
+    if running and rec and {k: rec.get(k) for k in spec} == spec and _upstream_answers(spec["listen"]):
+        return []
+    stop_upstream(state, pfx)
+    system.ensure_cgroup(group, UPSTREAM_NAME)
+    procs = [str(system.cgroup_dir(h, group, UPSTREAM_NAME) / "cgroup.procs") for h in system.HIERARCHIES]
+    cmd = ["/bin/sh", "-c", 'for p in $PROCS; do echo $$ > "$p"; done; exec "$@"', "sh", sys.executable, "-I"]
+    cmd += [str(Path(__file__).with_name("forwarder.py")), "--listen", spec["listen"]]
+    cmd += [a for p in spec["peers"] for a in ("--peer", p)] + [a for h in spec["allow"] for a in ("--allow", h)]
+    log_path = lab_dir(state) / f"{UPSTREAM_NAME}.log"
+    log = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
+    try:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PROCS": " ".join(procs)},
+        )
+    finally:
+        log.close()
+    upstream_record_path(state).write_text(json.dumps({**spec, "pid": proc.pid}, indent=2) + "\n", encoding="utf-8")
+    deadline = time.monotonic() + UPSTREAM_READY_SECONDS
+    while not _upstream_answers(spec["listen"]):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            tail = log_path.read_text(encoding="utf-8", errors="replace")[-500:]
+            stop_upstream(state, pfx)
+            raise LabError(f"the package upstream did not start on {spec['listen']}: {tail.strip()} (log: {log_path})")
+        time.sleep(0.1)
+    return [
+        f"package upstream: forwarder on {spec['listen']} for {', '.join(spec['peers'])} to {', '.join(spec['allow'])}"
+    ]
+
+
+def stop_upstream(state: Path | None, pfx: str) -> None:
+    """Stop the forwarder by its exact cgroup (recorded or not) and remove its record."""
+    group = names.cgroup_group(pfx)
+    if system.cgroup_populated(group, UPSTREAM_NAME):
+        system.cgroup_kill(group, UPSTREAM_NAME)
+        system.poll("the package upstream to stop", lambda: not system.cgroup_populated(group, UPSTREAM_NAME), 10)
+    system.remove_cgroup(group, UPSTREAM_NAME)
+    if state is not None:
+        upstream_record_path(state).unlink(missing_ok=True)
 
 
 def _forward_rule(br: str) -> list[str]:
@@ -345,6 +442,10 @@ def _up(estate: model.Estate, slugs: list[str], state: Path, inventory: Path, ou
     for c in ensure_control(estate, pfx):
         out(c)
         changes.append(c)
+    # zentral's package proxy reaches the Debian mirror through this forwarder only
+    for c in ensure_upstream(estate, state, pfx, spec.suite):
+        out(c)
+        changes.append(c)
 
     # the zentral gateway's transfer NICs, re-read by its wrapper at every (re)boot
     transfer_nics = [plan.transfer_nic(estate, _kommune(estate, s), pfx) for s in up_kommunen]
@@ -450,6 +551,8 @@ def _stop_all(state: Path, machines: list[str], out: Out) -> None:
 def sweep(estate: model.Estate, sites: list[model.Site], state: Path, pfx: str) -> None:
     """Remove every lab object of these sites by its exact model-derived name (records or not)."""
     zentral = estate.zentral
+    if any(s.is_zentral for s in sites):
+        stop_upstream(None, pfx)
     for site in sites:
         sp = plan.site_plan(estate, site, pfx)
         for hp in sp.hosts:
@@ -501,6 +604,9 @@ def _down(estate: model.Estate, slugs: list[str], all_: bool, purge: bool, state
         rec = recorded[model.ZENTRAL]
         _stop_all(state, rec.get("machines", []), out)
         out(f"zentral: down ({len(rec.get('machines', []))} host(s))")
+    if upstream_record(state) is not None:
+        stop_upstream(state, pfx)
+        out("package upstream: stopped")
     if owns(state, pfx):
         remove_control(estate, pfx)
         # anything left by an interrupted run, by exact model-derived names

@@ -15,7 +15,9 @@ Topology (docs/lab.md):
 from __future__ import annotations
 
 import ipaddress
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from basisit import model
 from basisit.lab import names
@@ -200,3 +202,21 @@ def guest_files(hp: HostPlan) -> dict[str, str]:
     for nic in hp.nics:
         files[f"etc/systemd/network/{networkd_name(nic)}"] = networkd_file(nic, hp.router)
     return files
+
+
+# The package upstream: the forwarder on the control host that zentral's package proxy uses (its
+# cgroup <cgroup group>/aptproxy, its record <state>/lab/aptproxy.json; basisit.lab.lab starts it).
+UPSTREAM_NAME = "aptproxy"
+UPSTREAM_PORT = 3128
+
+
+def upstream_record_path(state: Path) -> Path:
+    return Path(state) / "lab" / f"{UPSTREAM_NAME}.json"
+
+
+def upstream_record(state: Path) -> dict | None:
+    """What `lab up` started: {pid, listen, url, peers, allow, mirror, security_mirror}, or None."""
+    try:
+        return json.loads(upstream_record_path(state).read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return None

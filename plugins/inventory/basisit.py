@@ -370,6 +370,10 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                     [str(lab_plan.control_address(estate).ip) + "/32"] if facts and facts["backend"] == "lab" else []
                 )
                 inv.set_variable(host.name, "basisit_control_sources", control)
+                if policy.PACKAGE_PROXY_ROLE in host.roles:
+                    # The package proxy's upstream: direct in the cloud; in the lab the forwarder
+                    # `basisit lab up` runs on the control host (and the mirrors it forwards to).
+                    inv.set_variable(host.name, "basisit_package_upstream", package_upstream(state, facts))
                 # Of the allow matrix only the names of the rules the host may open connections
                 # under (base forwards logs where a log rule admits it); the rule sets (input,
                 # forward) and the hub's peers come from lookup('basisit_model', ...) where a role
@@ -398,6 +402,17 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
 
 STANDARD_VARS = ("version", "admins", "access", "services")
+
+
+def package_upstream(state: str, facts: dict | None) -> dict:
+    """{proxy, mirror, security_mirror} of the lab's package forwarder (backend lab), else {} (direct)."""
+    if not facts or facts.get("backend") != "lab":
+        return {}
+    rec = lab_plan.upstream_record(Path(state))
+    if not rec:
+        path = lab_plan.upstream_record_path(Path(state))
+        return {"missing": f"the lab's package upstream is not running (no {path}); run `basisit lab up`"}
+    return {"proxy": rec["url"], "mirror": rec["mirror"], "security_mirror": rec["security_mirror"]}
 
 
 def standard_vars(std) -> dict:

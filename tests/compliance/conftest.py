@@ -62,6 +62,7 @@ LANDED = {
             "coredump",
             "modprobe",
             "cron",
+            "patching",
         )
     ),
     *(f"gateway/{f}" for f in ("forward", "nat", "dns", "dhcp", "ntp", "vpn")),
@@ -76,6 +77,7 @@ LANDED = {
     "backup_server",
     "backup_retention",
     "log_host",
+    "package_proxy",
 }
 
 

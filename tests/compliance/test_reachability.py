@@ -61,6 +61,8 @@ RULE_FEATURE = {
     "gateway-log": "log_host",
     "dc-replication": "ad_dc/join",
     "dc-replication-udp": "ad_dc/join",
+    **{r: "package_proxy" for r in ("server-packages", "client-packages", "gateway-packages")},
+    **{r: "package_proxy" for r in ("zentral-packages", "zentral-gateway-packages")},
 }
 
 

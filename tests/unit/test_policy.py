@@ -142,8 +142,11 @@ def test_zentral_flows_include_what_leaves_zentral():
     assert {h for f in out for h in f.dst_hosts} == {h.name for h in ESTATE.site("bexbach").hosts}
     mgmt = ESTATE.zentral.host("mgmt")
     assert {f.site for f in policy.outbound(ESTATE, mgmt) if f.rule == "zentral-mgmt-ssh"} >= set(ESTATE.kommunen)
-    assert policy.inbound(ESTATE, mgmt)  # SSH from its own zone's operators, nothing from a Kommune
-    assert not [f for f in policy.inbound(ESTATE, mgmt) if f.site != "zentral"]
+    assert policy.inbound(ESTATE, mgmt)  # SSH from its own zone's operators; from a Kommune only apt
+    from_kommunen = [f for f in policy.inbound(ESTATE, mgmt) if f.site != "zentral"]
+    assert {(f.rule, f.proto, f.port) for f in from_kommunen} == {
+        (r, "tcp", 3142) for r in ("server-packages", "client-packages", "gateway-packages")
+    }  # the package proxy (it runs on the management host), nothing else
 
 
 def test_inbound_and_outbound():

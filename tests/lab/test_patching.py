@@ -1,0 +1,202 @@
+"""A patch path (issue 12, item 3) on the converged session lab (nalbach + zentral).
+
+zentral's management host runs the package proxy (apt-cacher-ng); every host's apt fetches
+through it; in the lab the proxy's only way out is the forwarder `basisit lab up` runs on the
+control host (GET/HEAD, to the host's Debian mirrors, for the proxy host only). First the checks
+pass on every host (the converge ran unattended-upgrades through that path). Then the patch path
+is broken on purpose — the proxy stopped on zentral, the last unattended-upgrades run of
+nalbach-dc1 made five days old, a package of nalbach's endpoint downgraded below its security
+update and that update recorded as pending for 30 days — and each check fails on its host with
+its controls; the next converge (tags service, patching) heals all three, installing the pending
+update (a change) and nothing else. Last, the lab's upstream is stopped: the apt-get update check
+fails with a message that names the upstream; `lab up` starts it again.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import playbook
+import pytest
+
+pytestmark = pytest.mark.lab
+
+ROOT = Path(__file__).resolve().parents[2]
+KOMMUNE = "nalbach"
+UPDATE = "test_patching::test_apt_update_succeeds_through_the_proxy"
+PENDING = "test_patching::test_no_security_update_pending_too_long"
+RECENT = "test_patching::test_unattended_upgrades_ran_recently"
+PROXY_CHECKS = {
+    "test_patching::test_apt_uses_the_package_proxy",
+    UPDATE,
+    PENDING,
+    RECENT,
+    "test_patching::test_package_proxy_listens_only_where_the_matrix_reaches",
+    "test_patching::test_package_proxy_serves_only_debian_archives",
+}
+SELECT = "test_patching or packages"
+ENDPOINT = "nalbach-nal-ws-001"
+# Downgrade one installed package whose installed version came from the security archive to the
+# release's version, alone (a simulation that touches no other package), and print it.
+DOWNGRADE = r"""
+import subprocess, sys, apt
+cache = apt.Cache()
+for p in sorted(cache, key=lambda p: p.name):
+    inst = p.installed
+    if inst is None or not any(o.archive.endswith("-security") for o in inst.origins):
+        continue
+    older = [v for v in p.versions if v < inst and any(o.archive == "bookworm" or o.archive == "stable" for o in v.origins)]
+    if not older:
+        continue
+    spec = f"{p.name}={older[0].version}"
+    sim = subprocess.run(["apt-get", "-s", "-q", "install", "--allow-downgrades", spec], capture_output=True, text=True)
+    if sim.returncode == 0 and sum(1 for ln in sim.stdout.splitlines() if ln.startswith("Inst ")) == 1:
+        r = subprocess.run(["apt-get", "-y", "-q", "install", "--allow-downgrades", spec], capture_output=True, text=True,
+                           env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+        if r.returncode != 0:
+            sys.exit(r.stdout + r.stderr)
+        print(p.name, inst.version)
+        sys.exit(0)
+sys.exit("no package with a security update could be downgraded alone")
+"""
+# Every pending security update first seen 30 days ago.
+AGE_LEDGER = r"""
+import json, time
+p = "/var/lib/basisit/pending-security.json"
+d = json.load(open(p))
+json.dump({k: time.time() - 30 * 86400 for k in d}, open(p, "w"))
+print(len(d))
+"""
+
+
+@pytest.fixture(scope="module")
+def site(converged):
+    lab, first, _ = converged
+    playbook.assert_recap(first, "converge for the patching checks")
+    state = lab.state / "verify-patching"
+    shutil.rmtree(state, ignore_errors=True)
+    (state / "facts").mkdir(parents=True)
+    for f in (lab.state / "facts").glob("*.json"):
+        shutil.copy2(f, state / "facts" / f.name)
+    shutil.copytree(lab.state / "secrets", state / "secrets")
+    return lab, state
+
+
+def _addr(lab, name: str) -> str:
+    return next(str(h.address) for h in lab.estate.hosts() if h.name == name)
+
+
+def verify(state: Path, select: str = SELECT) -> tuple[subprocess.CompletedProcess, dict]:
+    cmd = [sys.executable, "-m", "basisit.cli", "--inventory", str(ROOT / "inventory"), "--state", str(state)]
+    cmd += ["verify", "--kommune", KOMMUNE, "--zentral", "--jobs", "2", "--", "-k", select]
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=1200)
+    runs = sorted((state / "reports" / "runs").iterdir())
+    return p, json.loads((runs[-1] / "results.json").read_text(encoding="utf-8"))
+
+
+def _by_test(doc: dict, state: str) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in doc["results"]:
+        if r["state"] == state:
+            out.setdefault(r["test_id"], []).append(r)
+    return out
+
+
+def _hosts(results: list[dict]) -> set[str]:
+    return {r["host"] for r in results}
+
+
+def _realised(lab) -> set[str]:
+    return set(playbook.EXPECTED_HOSTS)
+
+
+def test_patch_path_checks_pass_and_updates_came_through_the_proxy(site):
+    lab, state = site
+    mgmt = _addr(lab, "zentral-mgmt")
+    p, doc = verify(state)
+    assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-2000:]
+    passed = _by_test(doc, "pass")
+    assert set(passed) >= PROXY_CHECKS, sorted(passed)
+    assert _hosts(passed[UPDATE]) == _realised(lab), passed[UPDATE]
+    # the proxy fetched the lists (and any update) through the lab's forwarder
+    log = lab.ssh(mgmt, "cat /var/log/apt-cacher-ng/apt-cacher.log").stdout
+    assert "InRelease" in log, log[-2000:]
+    upstream = (lab.state / "lab" / "aptproxy.log").read_text(encoding="utf-8", errors="replace")
+    assert f'{mgmt} "GET http://' in upstream, upstream[-2000:]
+    # the forwarder serves zentral's proxy host only: the control host itself is refused
+    from basisit.lab import plan
+
+    rec = plan.upstream_record(lab.state)
+    assert rec is not None
+    handler = urllib.request.ProxyHandler({"http": rec["url"]})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.build_opener(handler).open(rec["mirror"] + "/dists/bookworm/InRelease", timeout=10)
+    assert e.value.code == 403
+    # and from the proxy host: anything but a Debian archive is refused by the forwarder too
+    r = lab.ssh(mgmt, f"curl -s -o /dev/null -w '%{{http_code}}' -x {rec['url']} http://example.org/")
+    assert r.stdout.strip() == "403", r.stdout + r.stderr
+    r = lab.ssh(mgmt, f"curl -s -o /dev/null -w '%{{http_connect}}' -p -x {rec['url']} https://deb.debian.org/")
+    assert r.stdout.strip() == "403", r.stdout + r.stderr
+
+
+def test_blocked_source_and_stale_updates_fail_and_the_converge_heals(site):
+    lab, state = site
+    mgmt, dc, ep = (_addr(lab, n) for n in ("zentral-mgmt", "nalbach-dc1", ENDPOINT))
+    down = lab.ssh(ep, "python3 -", input=DOWNGRADE, timeout=300)
+    assert down.returncode == 0, down.stdout + down.stderr
+    package, version = down.stdout.split()
+    r = lab.ssh(ep, "/usr/local/sbin/basisit-patch --record && python3 -", input=AGE_LEDGER)
+    assert r.returncode == 0 and int(r.stdout) >= 1, r.stdout + r.stderr
+    r = lab.ssh(dc, "touch -d '5 days ago' /var/lib/apt/periodic/unattended-upgrades-stamp")
+    assert r.returncode == 0, r.stderr
+    try:
+        r = lab.ssh(mgmt, "systemctl stop apt-cacher-ng")
+        assert r.returncode == 0, r.stderr
+        p, doc = verify(state)
+        assert p.returncode == 1, p.stdout[-4000:]
+        failed = _by_test(doc, "fail")
+        assert _hosts(failed.get(UPDATE, [])) == _realised(lab), failed.get(UPDATE)
+        for res in failed[UPDATE]:
+            assert res["host"] in res["message"] and "package proxy" in res["message"], res["message"]
+        assert {"gs:OPS.1.1.3.A15", "cis-deb12:1.2.1.2"} <= set(failed[UPDATE][0]["controls"])
+        (late,) = failed[PENDING]
+        assert late["host"] == ENDPOINT and package in late["message"], late["message"]
+        assert "cis-deb12:1.2.2.1" in late["controls"]
+        (old,) = failed[RECENT]
+        assert old["host"] == "nalbach-dc1" and "h ago" in old["message"], old["message"]
+    finally:  # the later tests need the patch path healed, whatever failed above
+        healed, _ = playbook.run(lab, "--tags", "service,patching", limit=f"zentral-mgmt,nalbach-dc1,{ENDPOINT}")
+    assert healed.returncode == 0, healed.stdout[-4000:]
+    recap = playbook.recap(healed.stdout)
+    assert recap[ENDPOINT]["changed"] >= 1, healed.stdout[-3000:]  # it installed the pending update
+    assert f"{package} {version}" in healed.stdout, healed.stdout[-3000:]
+    p, doc = verify(state)
+    assert p.returncode == 0, p.stdout[-4000:]
+    assert set(_by_test(doc, "pass")) >= PROXY_CHECKS
+    again, _ = playbook.run(lab, "--tags", "patching", limit=f"nalbach-dc1,{ENDPOINT}")
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert all(v["changed"] == 0 for v in playbook.recap(again.stdout).values()), again.stdout[-3000:]
+
+
+def test_an_outage_of_the_lab_upstream_fails_the_update_check_by_name(site):
+    lab, state = site
+    from basisit.lab import lab as lab_mod
+
+    lab_mod.stop_upstream(lab.state, lab.prefix)
+    try:
+        p, doc = verify(state, "test_apt_update_succeeds_through_the_proxy")
+        failed = _by_test(doc, "fail")
+        assert p.returncode == 1 and UPDATE in failed, p.stdout[-4000:]
+        for res in failed[UPDATE]:
+            assert "upstream" in res["message"], res["message"]
+    finally:
+        up = lab.cli("lab", "up", *[a for s in lab.sites for a in ("--kommune", s)], check=False)
+    assert up.returncode == 0 and "package upstream: forwarder on" in up.stdout, up.stdout + up.stderr
+    p, doc = verify(state, "test_apt_update_succeeds_through_the_proxy")
+    assert p.returncode == 0, p.stdout[-4000:]
