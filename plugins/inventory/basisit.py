@@ -161,6 +161,7 @@ def cache_fingerprint(inv_dir: str, state: str, code: list[Path] | None = None) 
     h.update(f"{inv_dir}\0{state}\0".encode())
     h.update(basisit.__version__.encode())
     files = _visible_files(Path(inv_dir)) + _visible_files(Path(state) / "facts", "*.json")
+    files.append(upstream_record_file(state))  # the lab's package upstream (basisit_package_upstream)
     for f in [*(code_files() if code is None else code), *sorted(files)]:
         if f.is_file():
             h.update(f"\0{f}\0".encode())
@@ -404,8 +405,15 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 STANDARD_VARS = ("version", "admins", "access", "services")
 
 
+def upstream_record_file(state: str) -> Path:
+    """basisit.lab.plan.upstream_record_path, without importing the model (a cache input)."""
+    return Path(state) / "lab" / "aptproxy.json"
+
+
 def package_upstream(state: str, facts: dict | None) -> dict:
     """{proxy, mirror, security_mirror} of the lab's package forwarder (backend lab), else {} (direct)."""
+    from basisit.lab import plan as lab_plan
+
     if not facts or facts.get("backend") != "lab":
         return {}
     rec = lab_plan.upstream_record(Path(state))

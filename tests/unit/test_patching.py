@@ -249,3 +249,17 @@ def test_patch_helper_records_first_seen_and_forgets_installed(tmp_path, monkeyp
     monkeypatch.setattr(helper.time, "time", lambda: 5000.0)
     helper.record(["b 2", "c 3"])
     assert helper._read(helper.LEDGER, {}) == {"b 2": 1000, "c 3": 5000}
+
+
+def test_inventory_cache_is_keyed_on_the_upstream_record(tmp_path):
+    """The plugin's cache input is the very file the lab writes (so a restarted forwarder is seen)."""
+    import sys
+
+    from basisit.lab import plan
+
+    sys.path.insert(0, str(ROOT / "plugins" / "inventory"))
+    try:
+        plugin = _load("basisit_inventory_plugin", ROOT / "plugins" / "inventory" / "basisit.py")
+    finally:
+        sys.path.pop(0)
+    assert plugin.upstream_record_file(str(tmp_path)) == plan.upstream_record_path(tmp_path)
