@@ -94,3 +94,12 @@ def failing(doc: dict) -> list[dict]:
 def host_address(lab, name: str) -> str:
     """The model address of a lab host, by its inventory name."""
     return next(str(h.address) for h in lab.estate.hosts() if h.name == name)
+
+
+def by_test(doc: dict, state: str) -> dict[str, list[dict]]:
+    """A verify run's results in `state` (pass, fail, ...), grouped by test id (module::function)."""
+    out: dict[str, list[dict]] = {}
+    for r in doc["results"]:
+        if r["state"] == state:
+            out.setdefault(r["test_id"], []).append(r)
+    return out

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import playbook
 import pytest
+from playbook import by_test as _by_test
 from playbook import host_address as _addr
 
 from basisit import secrets
@@ -56,14 +57,6 @@ def site(converged):
 
 def verify(state: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
     return playbook.verify(state, "--zentral", "--jobs", "2", "--", "-k", SELECT)
-
-
-def _by_test(doc: dict, state: str) -> dict[str, list[dict]]:
-    out: dict[str, list[dict]] = {}
-    for r in doc["results"]:
-        if r["state"] == state:
-            out.setdefault(r["test_id"], []).append(r)
-    return out
 
 
 def _retention(lab) -> subprocess.CompletedProcess:

@@ -10,14 +10,12 @@ converge of the DC (tag join_account) removes it; the checks pass again.
 
 from __future__ import annotations
 
-import json
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import playbook
 import pytest
+from playbook import by_test as _by_test
 
 from basisit import secrets
 
@@ -34,34 +32,17 @@ CHECKS = {
 SELECT = "join_account or computer_ou or domain_admins_named_only"
 
 
+def verify(state: Path) -> tuple[subprocess.CompletedProcess, dict]:
+    return playbook.verify(state, "--jobs", "2", "--", "-k", SELECT)
+
+
 @pytest.fixture(scope="module")
 def site(converged):
     lab, first, _ = converged
     playbook.assert_recap(first, "converge for the join account checks")
-    state = lab.state / "verify-join"
-    shutil.rmtree(state, ignore_errors=True)
-    (state / "facts").mkdir(parents=True)
-    for f in (lab.state / "facts").glob("*.json"):
-        shutil.copy2(f, state / "facts" / f.name)
-    shutil.copytree(lab.state / "secrets", state / "secrets")
+    state = playbook.verify_state(lab, "verify-join")
     dc = next(h for h in lab.estate.site(KOMMUNE).hosts_with_role("ad_dc"))
     return lab, state, dc
-
-
-def verify(state: Path) -> tuple[subprocess.CompletedProcess, dict]:
-    cmd = [sys.executable, "-m", "basisit.cli", "--inventory", str(ROOT / "inventory"), "--state", str(state)]
-    cmd += ["verify", "--kommune", KOMMUNE, "--jobs", "2", "--", "-k", SELECT]
-    p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
-    runs = sorted((state / "reports" / "runs").iterdir())
-    return p, json.loads((runs[-1] / "results.json").read_text(encoding="utf-8"))
-
-
-def _by_test(doc: dict, state: str) -> dict[str, list[dict]]:
-    out: dict[str, list[dict]] = {}
-    for r in doc["results"]:
-        if r["state"] == state:
-            out.setdefault(r["test_id"], []).append(r)
-    return out
 
 
 def test_join_account_checks_pass_and_its_rights_end_at_the_computer_ous(site):

@@ -15,16 +15,15 @@ looked for `bookworm`/`stable`), so the rest of it never ran.
 
 from __future__ import annotations
 
-import json
-import shutil
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import playbook
 import pytest
+from playbook import by_test as _by_test
+from playbook import host_address as _addr
 
 pytestmark = pytest.mark.lab
 
@@ -48,33 +47,12 @@ SELECT = "test_patching or packages"
 def site(converged):
     lab, first, _ = converged
     playbook.assert_recap(first, "converge for the patching checks")
-    state = lab.state / "verify-patching"
-    shutil.rmtree(state, ignore_errors=True)
-    (state / "facts").mkdir(parents=True)
-    for f in (lab.state / "facts").glob("*.json"):
-        shutil.copy2(f, state / "facts" / f.name)
-    shutil.copytree(lab.state / "secrets", state / "secrets")
+    state = playbook.verify_state(lab, "verify-patching")
     return lab, state
 
 
-def _addr(lab, name: str) -> str:
-    return next(str(h.address) for h in lab.estate.hosts() if h.name == name)
-
-
 def verify(state: Path, select: str = SELECT) -> tuple[subprocess.CompletedProcess, dict]:
-    cmd = [sys.executable, "-m", "basisit.cli", "--inventory", str(ROOT / "inventory"), "--state", str(state)]
-    cmd += ["verify", "--kommune", KOMMUNE, "--zentral", "--jobs", "2", "--", "-k", select]
-    p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=1200)
-    runs = sorted((state / "reports" / "runs").iterdir())
-    return p, json.loads((runs[-1] / "results.json").read_text(encoding="utf-8"))
-
-
-def _by_test(doc: dict, state: str) -> dict[str, list[dict]]:
-    out: dict[str, list[dict]] = {}
-    for r in doc["results"]:
-        if r["state"] == state:
-            out.setdefault(r["test_id"], []).append(r)
-    return out
+    return playbook.verify(state, "--zentral", "--jobs", "2", "--", "-k", select, timeout=1200)
 
 
 def _hosts(results: list[dict]) -> set[str]:
