@@ -18,6 +18,7 @@ import jinja2
 
 from basisit import sitefacts
 from basisit.model import Estate
+from basisit.rollout import ledger as rollout_ledger
 from basisit.verify import controls, history
 from basisit.verify import waivers as wv
 
@@ -88,6 +89,8 @@ def build(estate: Estate, state: Path, waiver_list: list[wv.Waiver], today: dt.d
     drift = history.latest_drift(db)
     cloud = history.latest_drift(db, "cloud")
     slugs = list(estate.kommunen)
+    converged_at = rollout_ledger.converged_versions(rollout_ledger.path_in(state))
+    current = estate.standard.version
     kommunen = []
     families: dict[str, dict] = defaultdict(lambda: {"checks": 0, "kommunen": set(), "controls": set()})
     for slug, site in estate.kommunen.items():
@@ -133,6 +136,7 @@ def build(estate: Estate, state: Path, waiver_list: list[wv.Waiver], today: dt.d
                 "na": [r for r in results if r["state"] == "na"],
                 "unreachable": _unreachable_hosts(results),
                 "waivers": kw,
+                "standard": _standard_of(converged_at.get(slug), current),
                 "drift": _drift_of(drift.get(slug)),
                 "cloud_drift": _drift_of(cloud.get(slug)),
                 "zones": [z.to_dict() for z in site.zones.values()],
@@ -174,6 +178,12 @@ def build(estate: Estate, state: Path, waiver_list: list[wv.Waiver], today: dt.d
             if w["expired"] or w["expiring_soon"]
         ],
     }
+
+
+def _standard_of(version: int | None, current: int) -> dict:
+    """The standard version a Kommune was last converged at (the rollout ledger) against the
+    current one: `behind` when older, so the next rollout of its wave converges it again."""
+    return {"version": version, "current": current, "behind": version is not None and version < current}
 
 
 def _drift_of(row: dict | None) -> dict | None:

@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 from basisit import sitefacts
-from basisit.rollout.ledger import Ledger
+from basisit.rollout.ledger import Ledger, path_in
 from basisit.rollout.steps import EXIT_UNREACHABLE, Commands
 from basisit.rollout.waves import Plan, Rollout
 
@@ -69,7 +69,7 @@ def cmd_rollout(args: argparse.Namespace) -> int:
         raise UsageError("the lab backend needs root (it creates containers, bridges and mounts); run as root")
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     cmds = Commands(Path(args.inventory).resolve(), state, args.backend, state / "logs" / "rollout" / stamp)
-    ledger = Ledger(state / "ledger.sqlite")
+    ledger = Ledger(path_in(state))
     plan = Plan(sites, args.parallel, args.max_failures, args.force)
     ro = Rollout(
         plan,

@@ -35,6 +35,28 @@ CREATE INDEX IF NOT EXISTS steps_site ON steps(site, step, standard_version);
 STEP_COLUMNS = "run_id, site, step, standard_version, started, finished, seconds, result, detail, log, inputs"
 
 
+def path_in(state: Path) -> Path:
+    """Where a state directory keeps its ledger."""
+    return Path(state) / "ledger.sqlite"
+
+
+def converged_versions(path: Path) -> dict[str, int]:
+    """Per site, the standard version of its most recent passed converge (any backend); {} when
+    there is no ledger. Read-only: a reader (the dashboard) never creates or changes a ledger."""
+    if not Path(path).is_file():
+        return {}
+    db = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
+    try:
+        rows = db.execute(
+            "SELECT site, standard_version FROM steps WHERE step = 'converge' AND result = 'ok' ORDER BY rowid"
+        ).fetchall()
+    except sqlite3.DatabaseError:  # not a ledger, or one from before the steps table
+        return {}
+    finally:
+        db.close()
+    return {site: int(version) for site, version in rows}  # the last row per site wins
+
+
 def now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 

@@ -247,3 +247,57 @@ def test_unreachable_kommune_has_its_own_state(tmp_path):
     assert "Unreachable hosts (1)" in page and "Connection timed out (retried once)" in page
     assert "7 unreachable" in page and "Nothing failed in the latest run, but not every host answered" in page
     assert "Failing checks (0)" in page
+
+
+def _bumped_inventory(tmp_path: Path, version: int) -> Path:
+    """A copy of the repository's inventory whose standard is at `version`."""
+    inv = tmp_path / "inventory"
+    shutil.copytree(ROOT / "inventory", inv)
+    standard = inv / "standard.yaml"
+    text = standard.read_text(encoding="utf-8")
+    assert re.search(r"^version: 1$", text, re.M)
+    standard.write_text(re.sub(r"^version: 1$", f"version: {version}", text, flags=re.M), encoding="utf-8")
+    return inv
+
+
+def test_kommunen_converged_at_an_older_standard_are_shown_behind(tmp_path):
+    """The standard bumped to version 2: a Kommune whose last passed converge (the rollout ledger)
+    was at version 1 is shown behind, with the wave rollout that brings it up; one converged at 2
+    is current; one never converged by a rollout says so. The dashboard leaves the ledger as it was."""
+    from basisit.rollout import Ledger, Plan, Rollout, ledger
+
+    estate = load_estate(_bumped_inventory(tmp_path, 2))
+    assert estate.standard.version == 2
+    state = tmp_path / "state"
+    path = ledger.path_in(state)
+    lg = Ledger(path)
+    noop = {s: (lambda site: None) for s in ("realise", "converge", "verify")}
+    Rollout(Plan(["bexbach", "nalbach"]), noop, lg, version=1, backend="lab").run()
+    Rollout(Plan(["nalbach"]), noop, lg, version=2, backend="lab").run()
+    lg.close()
+    before = path.read_bytes()
+
+    data = dashboard.build(estate, state, [], TODAY)
+    by = {k["slug"]: k["standard"] for k in data["kommunen"]}
+    assert by["bexbach"] == {"version": 1, "current": 2, "behind": True}
+    assert by["nalbach"] == {"version": 2, "current": 2, "behind": False}
+    assert by["tholey"] == {"version": None, "current": 2, "behind": False}
+
+    out = state / "reports" / "dashboard"
+    dashboard.render(estate, state, out, [], TODAY)
+    html = (out / "index.html").read_text(encoding="utf-8")
+    assert re.search(r'<tr id="k-bexbach">.*?v1 \(behind\)', html, re.S)
+    assert re.search(r'<tr id="k-nalbach">.*?<span class="ok">v2</span>', html, re.S)
+    wave = estate.site("bexbach").kommune.wave
+    page = (out / "kommune" / "bexbach.html").read_text(encoding="utf-8")
+    assert "converged at version 1, the current is 2" in page
+    assert f"basisit rollout --wave {wave}</code> converges it again" in page
+    assert path.read_bytes() == before
+
+
+def test_no_ledger_is_not_created_by_the_dashboard(tmp_path):
+    estate = load_estate(ROOT / "inventory")
+    state = tmp_path / "state"
+    data = dashboard.build(estate, state, [], TODAY)
+    assert {k["standard"]["version"] for k in data["kommunen"]} == {None}
+    assert not (state / "ledger.sqlite").exists()

@@ -317,3 +317,22 @@ def test_a_ledger_from_before_the_digest_gains_the_column(tmp_path):
         assert ("zentral", "converge") in steps.calls
     finally:
         lg.close()
+
+
+def test_a_bumped_standard_reconverges_the_wave_canary_first(ledger):
+    """Every Kommune verified at version 1; the standard goes to 2: the next rollout of the wave
+    converges zentral, then the canary alone (all its steps), then the rest — nothing is skipped
+    as current. A canary that fails at the new version stops the wave before the others change."""
+    roll(ledger, ["a", "b", "c"], Steps())
+    steps = Steps()
+    ro = Rollout(Plan(["a", "b", "c"], parallel=2), steps.table(), ledger, version=2, backend="lab")
+    assert ro.run()
+    order = [s for s, _ in steps.calls]
+    assert order[:2] == ["zentral", "zentral"] and order[2:5] == ["a", "a", "a"]
+    assert {s for s, st in ro.state.items() if st.result == "verified"} == {"zentral", "a", "b", "c"}
+    # the same bump with a canary that fails under the new standard: b and c keep version 1
+    steps = Steps(fail={"a": "verify"})
+    halted = Rollout(Plan(["a", "b", "c"]), steps.table(), ledger, version=3, backend="lab")
+    assert not halted.run()
+    assert [halted.state[s].result for s in ("b", "c")] == ["not started", "not started"]
+    assert not any(site in ("b", "c") for site, _ in steps.calls)
