@@ -328,9 +328,21 @@ def _dns_name_ok(name: str) -> bool:
 
 def _check_standard_rules(std: schema.StandardFile, f: str) -> list[Problem]:
     """What a reviewer of the standard expects beyond its shape."""
+    p = _standard_size_class_rules(std, f)
+    if not std.waves:
+        p.append(Problem(f, "standard", "waves", "no waves; expected at least one rollout wave"))
+    p += _standard_service_rules(std, f)
+    p += _standard_access_rules(std, f)
+    p += _standard_allow_rules(std, f)
+    p += _standard_host_number_rules(std, f)
+    p += _standard_addressing_rules(std, f)
+    return p
+
+
+def _standard_size_class_rules(std: schema.StandardFile, f: str) -> list[Problem]:
+    """Size classes: ascending limits, the last one open, so every population has exactly one class."""
     p: list[Problem] = []
     w = "standard"
-    # Size classes: ascending limits, the last one open, so every population has exactly one class.
     present = [s for s in schema.SIZE_CLASSES if s in std.size_classes]
     prev: tuple[str, int] | None = None
     for n, size in enumerate(present):
@@ -370,8 +382,13 @@ def _check_standard_rules(std: schema.StandardFile, f: str) -> list[Problem]:
             )
         if limit is not None:
             prev = (size, limit)
-    if not std.waves:
-        p.append(Problem(f, w, "waves", "no waves; expected at least one rollout wave"))
+    return p
+
+
+def _standard_service_rules(std: schema.StandardFile, f: str) -> list[Problem]:
+    """The services' settings: AD domain suffix, password policy, lockout, backup, NTP, DNS, endpoint OS."""
+    p: list[Problem] = []
+    w = "standard"
     ad = std.services.ad
     bad = _domain_problem(ad.domain_suffix, "basisit.internal", "expected e.g. 'basisit.internal'")
     if bad:
@@ -408,6 +425,13 @@ def _check_standard_rules(std: schema.StandardFile, f: str) -> list[Problem]:
         p.append(Problem(f, w, "services.dns.forwarders", "empty; expected at least one DNS forwarder"))
     if not std.endpoints.os:
         p.append(Problem(f, w, "endpoints.os", "empty; expected at least one endpoint OS"))
+    return p
+
+
+def _standard_access_rules(std: schema.StandardFile, f: str) -> list[Problem]:
+    """Admin sudo without a password needs a reason; admins' uids are unique."""
+    p: list[Problem] = []
+    w = "standard"
     sudo = std.access.admin_sudo
     reason = (sudo.reason or "").strip()
     if sudo.nopasswd and not reason:
@@ -433,6 +457,13 @@ def _check_standard_rules(std: schema.StandardFile, f: str) -> list[Problem]:
         if a.uid in uids:
             p.append(Problem(f, w, f"admins[{i}].uid", f"uid {a.uid} is also {uids[a.uid]!r}'s; expected unique uids"))
         uids.setdefault(a.uid, a.name)
+    return p
+
+
+def _standard_allow_rules(std: schema.StandardFile, f: str) -> list[Problem]:
+    """Allow rules: unique names, a protocol and ports each."""
+    p: list[Problem] = []
+    w = "standard"
     rules: dict[str, int] = {}
     for i, rule in enumerate(std.allow):
         if rule.name in rules:
@@ -444,10 +475,16 @@ def _check_standard_rules(std: schema.StandardFile, f: str) -> list[Problem]:
             p.append(Problem(f, w, f"allow[{i}].proto", "empty; expected tcp and/or udp"))
         if not rule.ports:
             p.append(Problem(f, w, f"allow[{i}].ports", "empty; expected at least one port"))
+    return p
+
+
+def _standard_host_number_rules(std: schema.StandardFile, f: str) -> list[Problem]:
+    """One gateway kind; fixed host numbers inside their zone, and no two kinds (nor the gateway) on one address."""
+    p: list[Problem] = []
+    w = "standard"
     gateways = [kind for kind, hk in std.host_kinds.items() if "gateway" in hk.roles]
     if len(gateways) != 1:
         p.append(Problem(f, w, "host_kinds", f"{len(gateways)} host kinds with role gateway; expected exactly one"))
-    # Fixed host numbers: inside their zone, and no two kinds (nor the gateway) on one address.
     a = std.addressing
     taken: dict[tuple[str, int], str] = {}
     for zname in a.zones:
@@ -480,6 +517,14 @@ def _check_standard_rules(std: schema.StandardFile, f: str) -> list[Problem]:
                 )
                 break
             taken[(hk.zone, n)] = kind
+    return p
+
+
+def _standard_addressing_rules(std: schema.StandardFile, f: str) -> list[Problem]:
+    """The transfer hosts: two addresses inside the transfer zone; room for endpoints in the client zone."""
+    p: list[Problem] = []
+    w = "standard"
+    a = std.addressing
     if a.transfer_zentral_host == a.transfer_gateway_host:
         p.append(
             Problem(
@@ -515,6 +560,154 @@ def _check_standard_rules(std: schema.StandardFile, f: str) -> list[Problem]:
     return p
 
 
+def _kommune_slug_rule(k: schema.KommuneFile, slug: str, f: str, p: list[Problem]) -> None:
+    """The slug inside the file is the one in its name."""
+    if k.slug != slug:
+        p.append(Problem(f, slug, "slug", f"{_shown(k.slug)} does not match the file name; expected {slug!r}"))
+
+
+def _kommune_ags_rule(k: schema.KommuneFile, slug: str, f: str, p: list[Problem]) -> None:
+    """The AGS: 8 digits, a Saarland district key, and the district it names."""
+    if not re.fullmatch(r"\d{8}", k.ags):
+        p.append(
+            Problem(
+                f,
+                slug,
+                "ags",
+                f"{_shown(k.ags)} is not 8 digits; expected the Amtlicher Gemeindeschlüssel, e.g. '10045111'",
+            )
+        )
+    elif not k.ags.startswith(SAARLAND_AGS_PREFIX) or k.ags[2:5] not in SAARLAND_DISTRICTS:
+        p.append(
+            Problem(
+                f,
+                slug,
+                "ags",
+                f"{k.ags!r} is not a Saarland code; expected '10' + a Saarland district key ({', '.join(sorted(SAARLAND_DISTRICTS))})",
+            )
+        )
+    elif SAARLAND_DISTRICTS[k.ags[2:5]] != k.district:
+        p.append(
+            Problem(
+                f,
+                slug,
+                "district",
+                f"{_shown(k.district)} does not match the AGS district key {k.ags[2:5]}; expected {SAARLAND_DISTRICTS[k.ags[2:5]]!r}",
+            )
+        )
+
+
+def _kommune_population_rule(k: schema.KommuneFile, slug: str, f: str, p: list[Problem]) -> None:
+    """The population: a count >= 0, dated not in the future."""
+    if k.population.count < 0:
+        p.append(
+            Problem(
+                f, slug, "population.count", f"{k.population.count} is negative; expected a number of inhabitants >= 0"
+            )
+        )
+    if k.population.date > dt.date.today():
+        p.append(
+            Problem(
+                f,
+                slug,
+                "population.date",
+                f"{k.population.date} lies in the future; expected the date the count refers to",
+            )
+        )
+
+
+def _kommune_size_rule(k: schema.KommuneFile, slug: str, f: str, p: list[Problem]) -> None:
+    """An explicit size class is a known one."""
+    if k.size is not None and k.size not in schema.SIZE_CLASSES:
+        p.append(
+            Problem(
+                f, slug, "size", f"unknown size class {_shown(k.size)}; expected one of {list(schema.SIZE_CLASSES)}"
+            )
+        )
+
+
+def _kommune_domain_rule(k: schema.KommuneFile, slug: str, f: str, p: list[Problem]) -> None:
+    """The AD domain is a valid DNS name (not .local)."""
+    bad = _domain_problem(k.ad_domain, f"{slug}.basisit.internal", "expected a domain under the standard's suffix")
+    if bad:
+        p.append(Problem(f, slug, "ad_domain", bad))
+
+
+def _kommune_netbios_rule(k: schema.KommuneFile, slug: str, f: str, p: list[Problem]) -> None:
+    """The NetBIOS domain name: 1-15 upper-case letters, digits or '-'."""
+    if not NETBIOS.match(k.netbios):
+        p.append(
+            Problem(
+                f,
+                slug,
+                "netbios",
+                f"{_shown(k.netbios)} is not a valid NetBIOS domain name; expected 1-15 upper-case letters, digits or '-'",
+            )
+        )
+
+
+def _kommune_endpoints_rule(k: schema.KommuneFile, slug: str, f: str, p: list[Problem]) -> None:
+    """Endpoints: valid hostnames, no duplicate hostname, index or asset tag."""
+    seen_host: dict[str, int] = {}
+    seen_idx: dict[int, int] = {}
+    seen_tag: dict[str, int] = {}
+    for i, ep in enumerate(k.endpoints):
+        if ep is None:
+            continue
+        fld = f"endpoints[{i}]"
+        if not HOSTNAME.match(ep.hostname) or len(ep.hostname) > 15:
+            p.append(
+                Problem(
+                    f,
+                    slug,
+                    f"{fld}.hostname",
+                    f"{_shown(ep.hostname)} is not a valid hostname; expected 1-15 lower-case letters, digits or '-' (NetBIOS limit)",
+                )
+            )
+        if ep.hostname in seen_host:
+            p.append(
+                Problem(
+                    f,
+                    slug,
+                    f"{fld}.hostname",
+                    f"duplicate endpoint hostname {_shown(ep.hostname)} (also endpoints[{seen_host[ep.hostname]}])",
+                )
+            )
+        seen_host.setdefault(ep.hostname, i)
+        if ep.index in seen_idx:
+            p.append(
+                Problem(
+                    f,
+                    slug,
+                    f"{fld}.index",
+                    f"duplicate endpoint index {ep.index} (also endpoints[{seen_idx[ep.index]}])",
+                )
+            )
+        seen_idx.setdefault(ep.index, i)
+        tag = ep.asset_tag.upper()
+        if tag in seen_tag:
+            p.append(
+                Problem(
+                    f,
+                    slug,
+                    f"{fld}.asset_tag",
+                    f"duplicate asset tag {_shown(ep.asset_tag)} (also endpoints[{seen_tag[tag]}]); expected one tag per device",
+                )
+            )
+        seen_tag.setdefault(tag, i)
+
+
+_KOMMUNE_OWN_RULES = (
+    _kommune_slug_rule,
+    _kommune_ags_rule,
+    _kommune_population_rule,
+    _kommune_size_rule,
+    _kommune_domain_rule,
+    _kommune_netbios_rule,
+    _kommune_endpoints_rule,
+)  # each appends its problems to p; it stops at a missing or invalid field (AttributeError)
+
+
 def _kommune_own_rules(k: schema.KommuneFile, slug: str, f: str) -> list[Problem]:
     """Rules of a Kommune file that do not depend on the standard."""
     p: list[Problem] = []
@@ -524,135 +717,9 @@ def _kommune_own_rules(k: schema.KommuneFile, slug: str, f: str) -> list[Problem
             Problem(f, w, "slug", f"{_shown(slug)} is not a valid slug; expected lower-case ASCII words joined by '-'")
         )
 
-    def rule(fn) -> None:
+    for rule in _KOMMUNE_OWN_RULES:
         with contextlib.suppress(AttributeError):  # that field is missing or invalid: already reported
-            fn()
-
-    def slug_rule() -> None:
-        if k.slug != slug:
-            p.append(Problem(f, w, "slug", f"{_shown(k.slug)} does not match the file name; expected {slug!r}"))
-
-    def ags_rule() -> None:
-        if not re.fullmatch(r"\d{8}", k.ags):
-            p.append(
-                Problem(
-                    f,
-                    w,
-                    "ags",
-                    f"{_shown(k.ags)} is not 8 digits; expected the Amtlicher Gemeindeschlüssel, e.g. '10045111'",
-                )
-            )
-        elif not k.ags.startswith(SAARLAND_AGS_PREFIX) or k.ags[2:5] not in SAARLAND_DISTRICTS:
-            p.append(
-                Problem(
-                    f,
-                    w,
-                    "ags",
-                    f"{k.ags!r} is not a Saarland code; expected '10' + a Saarland district key ({', '.join(sorted(SAARLAND_DISTRICTS))})",
-                )
-            )
-        elif SAARLAND_DISTRICTS[k.ags[2:5]] != k.district:
-            p.append(
-                Problem(
-                    f,
-                    w,
-                    "district",
-                    f"{_shown(k.district)} does not match the AGS district key {k.ags[2:5]}; expected {SAARLAND_DISTRICTS[k.ags[2:5]]!r}",
-                )
-            )
-
-    def population_rule() -> None:
-        if k.population.count < 0:
-            p.append(
-                Problem(
-                    f, w, "population.count", f"{k.population.count} is negative; expected a number of inhabitants >= 0"
-                )
-            )
-        if k.population.date > dt.date.today():
-            p.append(
-                Problem(
-                    f,
-                    w,
-                    "population.date",
-                    f"{k.population.date} lies in the future; expected the date the count refers to",
-                )
-            )
-
-    def size_rule() -> None:
-        if k.size is not None and k.size not in schema.SIZE_CLASSES:
-            p.append(
-                Problem(
-                    f, w, "size", f"unknown size class {_shown(k.size)}; expected one of {list(schema.SIZE_CLASSES)}"
-                )
-            )
-
-    def domain_rule() -> None:
-        bad = _domain_problem(k.ad_domain, f"{slug}.basisit.internal", "expected a domain under the standard's suffix")
-        if bad:
-            p.append(Problem(f, w, "ad_domain", bad))
-
-    def netbios_rule() -> None:
-        if not NETBIOS.match(k.netbios):
-            p.append(
-                Problem(
-                    f,
-                    w,
-                    "netbios",
-                    f"{_shown(k.netbios)} is not a valid NetBIOS domain name; expected 1-15 upper-case letters, digits or '-'",
-                )
-            )
-
-    def endpoints_rule() -> None:
-        seen_host: dict[str, int] = {}
-        seen_idx: dict[int, int] = {}
-        seen_tag: dict[str, int] = {}
-        for i, ep in enumerate(k.endpoints):
-            if ep is None:
-                continue
-            fld = f"endpoints[{i}]"
-            if not HOSTNAME.match(ep.hostname) or len(ep.hostname) > 15:
-                p.append(
-                    Problem(
-                        f,
-                        w,
-                        f"{fld}.hostname",
-                        f"{_shown(ep.hostname)} is not a valid hostname; expected 1-15 lower-case letters, digits or '-' (NetBIOS limit)",
-                    )
-                )
-            if ep.hostname in seen_host:
-                p.append(
-                    Problem(
-                        f,
-                        w,
-                        f"{fld}.hostname",
-                        f"duplicate endpoint hostname {_shown(ep.hostname)} (also endpoints[{seen_host[ep.hostname]}])",
-                    )
-                )
-            seen_host.setdefault(ep.hostname, i)
-            if ep.index in seen_idx:
-                p.append(
-                    Problem(
-                        f,
-                        w,
-                        f"{fld}.index",
-                        f"duplicate endpoint index {ep.index} (also endpoints[{seen_idx[ep.index]}])",
-                    )
-                )
-            seen_idx.setdefault(ep.index, i)
-            tag = ep.asset_tag.upper()
-            if tag in seen_tag:
-                p.append(
-                    Problem(
-                        f,
-                        w,
-                        f"{fld}.asset_tag",
-                        f"duplicate asset tag {_shown(ep.asset_tag)} (also endpoints[{seen_tag[tag]}]); expected one tag per device",
-                    )
-                )
-            seen_tag.setdefault(tag, i)
-
-    for fn in (slug_rule, ags_rule, population_rule, size_rule, domain_rule, netbios_rule, endpoints_rule):
-        rule(fn)
+            rule(k, slug, f, p)
     return p
 
 
