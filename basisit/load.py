@@ -168,185 +168,220 @@ def _resolve(value: str) -> str:
     return _STR
 
 
-def load_text(text: str, max_depth: int = MAX_DEPTH, string_tags: frozenset[str] = frozenset()) -> Loaded:
-    """Parse one YAML document from text; see the module docstring for what is refused.
+class _Reader:
+    """The document built from the parser's events, with every problem and field line on the way.
 
-    The loop is the hot path of `basisit inventory validate` (a 10 MB file is ~1.2 M events):
-    frames are plain lists [container, path, is_mapping, pending_key, key_line].
+    The event loop (`read`) is the hot path of `basisit inventory validate` (a 10 MB file is
+    ~1.2 M events): frames are plain lists [container, path, is_mapping, pending_key, key_line].
     """
-    out = Loaded()
-    problems, positions = out.problems, out.positions
-    stack: list[list] = []
-    root: list[Any] = []
-    docs = 0
-    nokey = _NOKEY
-    bad = _BAD
 
-    def problem(line: int, path: str, message: str) -> None:
-        if len(problems) >= MAX_PROBLEMS:  # a file of a million aliases must not cost a million messages
-            problems.append(
-                LoadProblem(line, "-", f"more than {MAX_PROBLEMS} problems; stopped reading at line {line}")
-            )
-            raise _Stop
-        problems.append(LoadProblem(line, path or "-", message))
+    __slots__ = ("docs", "max_depth", "positions", "problems", "root", "stack", "string_tags")
 
-    def place(value: Any, line: int) -> None:
-        """Attach a finished value (or key) to the current container."""
-        if not stack:
-            root.append(value)
-            return
-        frame = stack[-1]
-        container = frame[0]
-        if not frame[2]:
-            positions.setdefault(f"{frame[1]}[{len(container)}]", line)  # a container's: where it starts
-            container.append(value)
-            return
-        key = frame[3]
-        if key is nokey:  # this value is a key
-            if value is not bad:
-                child = f"{frame[1]}.{value}" if frame[1] else str(value)
-                if value in container:
-                    problem(
-                        line,
-                        child,
-                        f"duplicate key {shown(value)} at line {line} (first at line {positions.get(child, 0)}); "
-                        "expected each key once (YAML would silently keep the last value)",
-                    )
-                else:
-                    positions[child] = line
-            frame[3], frame[4] = value, line
-            return
-        frame[3] = nokey
-        if key is not bad:
-            container[key] = value
+    def __init__(self, out: Loaded, max_depth: int, string_tags: frozenset[str]):
+        self.problems, self.positions = out.problems, out.positions
+        self.stack: list[list] = []
+        self.root: list[Any] = []
+        self.docs = 0
+        self.max_depth = max_depth
+        self.string_tags = string_tags
 
-    def path_here() -> str:
-        """The field path of the next value (for a key: its mapping's path)."""
-        if not stack:
-            return ""
-        frame = stack[-1]
-        if not frame[2]:
-            return f"{frame[1]}[{len(frame[0])}]"
-        key = frame[3]
-        if key is nokey or key is bad:
-            return frame[1]
-        return f"{frame[1]}.{key}" if frame[1] else str(key)
-
-    parser = None
-    try:
+    def read(self, text: str) -> None:
+        """Every event of the text, dispatched by its class; _Stop when reading cannot go on."""
         try:
             parser = _Parser(text)
         except yaml.YAMLError as e:
-            problems.append(_syntax_problem(e, text))
+            self.problems.append(_syntax_problem(e, text))
             raise _Stop from None
         get_event = parser.get_event
+        scalar, start, end, alias = self.scalar, self.collection_start, self.collection_end, self.alias
         while True:
             try:
                 ev = get_event()
             except yaml.YAMLError as e:
-                problems.append(_syntax_problem(e, text))
+                self.problems.append(_syntax_problem(e, text))
                 raise _Stop from None
             cls = type(ev)
             if cls is ScalarEvent:
-                line = ev.start_mark.line + 1
-                tag = ev.tag
-                value = ev.value
-                if tag is None or tag == "!":
-                    if ev.implicit[0]:
-                        tag = _resolve(value)
-                        if tag is _STR:
-                            place(value, line)
-                            continue
-                    else:
-                        place(value, line)  # quoted: a string
-                        continue
-                is_key = bool(stack) and stack[-1][2] and stack[-1][3] is nokey
-                if tag == _STR or (tag in string_tags and not is_key):
-                    place(value, line)  # string_tags: e.g. Ansible's !vault and !unsafe in group_vars
-                    continue
-                path = path_here()
-                if is_key and tag == TAG + "merge":
-                    problem(line, path, f"merge key '<<' at line {line} is not allowed; expected plain keys")
-                    place(bad, line)
-                    continue
-                if tag == _INT and value.isdecimal() and (value[0] != "0" or value == "0"):
-                    place(int(value), line)  # the common case; YAML 1.1 reads 010 as octal: left to PyYAML
-                    continue
-                build = _BUILD.get(tag)
-                if build is None:
-                    problem(
+                scalar(ev)
+            elif cls is MappingStartEvent:
+                start(ev, True)
+            elif cls is SequenceStartEvent:
+                start(ev, False)
+            elif cls is MappingEndEvent or cls is SequenceEndEvent:
+                end(ev)
+            elif cls is AliasEvent:
+                alias(ev)
+            elif ev is None or cls is StreamEndEvent:
+                return
+            elif cls is DocumentStartEvent:
+                self.document_start(ev)
+
+    @property
+    def data(self) -> Any:
+        """The document read (None when there was none or it was refused)."""
+        return self.root[0] if self.root and self.root[0] is not _BAD else None
+
+    def problem(self, line: int, path: str, message: str) -> None:
+        if len(self.problems) >= MAX_PROBLEMS:  # a file of a million aliases must not cost a million messages
+            self.problems.append(
+                LoadProblem(line, "-", f"more than {MAX_PROBLEMS} problems; stopped reading at line {line}")
+            )
+            raise _Stop
+        self.problems.append(LoadProblem(line, path or "-", message))
+
+    def place(self, value: Any, line: int) -> None:
+        """Attach a finished value (or key) to the current container."""
+        stack = self.stack
+        if not stack:
+            self.root.append(value)
+            return
+        frame = stack[-1]
+        container = frame[0]
+        if not frame[2]:
+            self.positions.setdefault(f"{frame[1]}[{len(container)}]", line)  # a container's: where it starts
+            container.append(value)
+            return
+        key = frame[3]
+        if key is _NOKEY:  # this value is a key
+            if value is not _BAD:
+                child = f"{frame[1]}.{value}" if frame[1] else str(value)
+                if value in container:
+                    self.problem(
                         line,
-                        path,
-                        f"unsupported YAML tag {shown(_tag_name(tag))} at line {line}; expected plain values",
+                        child,
+                        f"duplicate key {shown(value)} at line {line} (first at line {self.positions.get(child, 0)}); "
+                        "expected each key once (YAML would silently keep the last value)",
                     )
-                    place(bad if is_key else None, line)
-                    continue
-                try:
-                    value = build(ScalarNode(tag, value, ev.start_mark, ev.end_mark, ev.style))
-                except (ValueError, TypeError, OverflowError, yaml.YAMLError) as e:
-                    what = tag[len(TAG) :]
-                    what, hint = ("date", " (no such day)") if what == "timestamp" else (what, "")
-                    problem(line, path, f"{shown(ev.value)} at line {line} is not a valid {what}{hint}: {str(e)[:80]}")
-                    value = bad if is_key else ev.value
-                place(value, line)
-                continue
-            if cls is MappingStartEvent or cls is SequenceStartEvent:
-                line = ev.start_mark.line + 1
-                mapping = cls is MappingStartEvent
-                path = path_here()
-                if ev.tag not in (None, "!", TAG + ("map" if mapping else "seq")):
-                    problem(
-                        line,
-                        path,
-                        f"unsupported YAML tag {shown(_tag_name(ev.tag))} at line {line}; expected a plain "
-                        f"{'mapping' if mapping else 'list'}",
-                    )
-                if stack and stack[-1][2] and stack[-1][3] is nokey:
-                    problem(
-                        line,
-                        path,
-                        f"a {'mapping' if mapping else 'list'} used as a key at line {line}; expected a plain key",
-                    )
-                    stack[-1][3] = _BAD_PENDING
-                if len(stack) >= max_depth:
-                    problem(line, "-", f"nested deeper than {max_depth} levels at line {line}; refused")
-                    raise _Stop
-                if stack and not stack[-1][2]:
-                    positions[path] = line
-                stack.append([{} if mapping else [], path, mapping, nokey, 0])
-                continue
-            if cls is MappingEndEvent or cls is SequenceEndEvent:
-                frame = stack.pop()
-                if stack and stack[-1][3] is _BAD_PENDING:
-                    stack[-1][3] = bad  # the complex key is dropped, and so will its value be
-                    continue
-                place(frame[0], ev.start_mark.line + 1)
-                continue
-            if cls is AliasEvent:
-                line = ev.start_mark.line + 1
-                is_key = bool(stack) and stack[-1][2] and stack[-1][3] is nokey
-                problem(
-                    line,
-                    path_here(),
-                    f"YAML alias *{shown(ev.anchor)[1:-1]} at line {line}: aliases are not allowed in the "
-                    "inventory; expected the value written out",
-                )
-                place(bad if is_key else None, line)
-                continue
-            if ev is None or cls is StreamEndEvent:
-                break
-            if cls is DocumentStartEvent:
-                docs += 1
-                if docs > 1:
-                    line = ev.start_mark.line + 1
-                    problem(line, "-", f"a second YAML document at line {line}; expected one")
-                    raise _Stop
+                else:
+                    self.positions[child] = line
+            frame[3], frame[4] = value, line
+            return
+        frame[3] = _NOKEY
+        if key is not _BAD:
+            container[key] = value
+
+    def path_here(self) -> str:
+        """The field path of the next value (for a key: its mapping's path)."""
+        if not self.stack:
+            return ""
+        frame = self.stack[-1]
+        if not frame[2]:
+            return f"{frame[1]}[{len(frame[0])}]"
+        key = frame[3]
+        if key is _NOKEY or key is _BAD:
+            return frame[1]
+        return f"{frame[1]}.{key}" if frame[1] else str(key)
+
+    def _expects_key(self) -> bool:
+        """The next value is a key of the current mapping."""
+        stack = self.stack
+        return bool(stack) and stack[-1][2] and stack[-1][3] is _NOKEY
+
+    def scalar(self, ev: ScalarEvent) -> None:
+        """A plain value: strings and decimal ints directly, the other plain types built by PyYAML,
+        any other tag (or a merge key) refused."""
+        line = ev.start_mark.line + 1
+        tag = ev.tag
+        value = ev.value
+        if tag is None or tag == "!":
+            if ev.implicit[0]:
+                tag = _resolve(value)
+                if tag is _STR:
+                    self.place(value, line)
+                    return
+            else:
+                self.place(value, line)  # quoted: a string
+                return
+        is_key = self._expects_key()
+        if tag == _STR or (tag in self.string_tags and not is_key):
+            self.place(value, line)  # string_tags: e.g. Ansible's !vault and !unsafe in group_vars
+            return
+        path = self.path_here()
+        if is_key and tag == TAG + "merge":
+            self.problem(line, path, f"merge key '<<' at line {line} is not allowed; expected plain keys")
+            self.place(_BAD, line)
+            return
+        if tag == _INT and value.isdecimal() and (value[0] != "0" or value == "0"):
+            self.place(int(value), line)  # the common case; YAML 1.1 reads 010 as octal: left to PyYAML
+            return
+        build = _BUILD.get(tag)
+        if build is None:
+            self.problem(
+                line, path, f"unsupported YAML tag {shown(_tag_name(tag))} at line {line}; expected plain values"
+            )
+            self.place(_BAD if is_key else None, line)
+            return
+        try:
+            value = build(ScalarNode(tag, value, ev.start_mark, ev.end_mark, ev.style))
+        except (ValueError, TypeError, OverflowError, yaml.YAMLError) as e:
+            what = tag[len(TAG) :]
+            what, hint = ("date", " (no such day)") if what == "timestamp" else (what, "")
+            self.problem(line, path, f"{shown(ev.value)} at line {line} is not a valid {what}{hint}: {str(e)[:80]}")
+            value = _BAD if is_key else ev.value
+        self.place(value, line)
+
+    def collection_start(self, ev: MappingStartEvent | SequenceStartEvent, mapping: bool) -> None:
+        """A mapping or list opens: a plain one, not used as a key, not nested deeper than max_depth."""
+        line = ev.start_mark.line + 1
+        path = self.path_here()
+        stack = self.stack
+        if ev.tag not in (None, "!", TAG + ("map" if mapping else "seq")):
+            self.problem(
+                line,
+                path,
+                f"unsupported YAML tag {shown(_tag_name(ev.tag))} at line {line}; expected a plain "
+                f"{'mapping' if mapping else 'list'}",
+            )
+        if stack and stack[-1][2] and stack[-1][3] is _NOKEY:
+            self.problem(
+                line, path, f"a {'mapping' if mapping else 'list'} used as a key at line {line}; expected a plain key"
+            )
+            stack[-1][3] = _BAD_PENDING
+        if len(stack) >= self.max_depth:
+            self.problem(line, "-", f"nested deeper than {self.max_depth} levels at line {line}; refused")
+            raise _Stop
+        if stack and not stack[-1][2]:
+            self.positions[path] = line
+        stack.append([{} if mapping else [], path, mapping, _NOKEY, 0])
+
+    def collection_end(self, ev: MappingEndEvent | SequenceEndEvent) -> None:
+        frame = self.stack.pop()
+        if self.stack and self.stack[-1][3] is _BAD_PENDING:
+            self.stack[-1][3] = _BAD  # the complex key is dropped, and so will its value be
+            return
+        self.place(frame[0], ev.start_mark.line + 1)
+
+    def alias(self, ev: AliasEvent) -> None:
+        line = ev.start_mark.line + 1
+        is_key = self._expects_key()
+        self.problem(
+            line,
+            self.path_here(),
+            f"YAML alias *{shown(ev.anchor)[1:-1]} at line {line}: aliases are not allowed in the "
+            "inventory; expected the value written out",
+        )
+        self.place(_BAD if is_key else None, line)
+
+    def document_start(self, ev: DocumentStartEvent) -> None:
+        self.docs += 1
+        if self.docs > 1:
+            line = ev.start_mark.line + 1
+            self.problem(line, "-", f"a second YAML document at line {line}; expected one")
+            raise _Stop
+
+
+def load_text(text: str, max_depth: int = MAX_DEPTH, string_tags: frozenset[str] = frozenset()) -> Loaded:
+    """Parse one YAML document from text; see the module docstring for what is refused."""
+    out = Loaded()
+    reader = _Reader(out, max_depth, string_tags)
+    try:
+        reader.read(text)
     except _Stop:
         return out
     except (MemoryError, RecursionError) as e:  # pragma: no cover - defensive
-        problems.append(LoadProblem(0, "-", f"cannot be parsed ({type(e).__name__})"))
+        out.problems.append(LoadProblem(0, "-", f"cannot be parsed ({type(e).__name__})"))
         return out
-    out.data = root[0] if root and root[0] is not bad else None
+    out.data = reader.data
     return out
 
 

@@ -175,3 +175,60 @@ def test_problems_per_file_are_bounded():
     got = load.load_text("a: &a x\nl:\n" + "  - *a\n" * (load.MAX_PROBLEMS * 3))
     assert len(got.problems) == load.MAX_PROBLEMS + 1
     assert got.problems[-1].message.startswith(f"more than {load.MAX_PROBLEMS} problems; stopped reading at line")
+
+
+# --- each step of the reader (issue 16 split load_text into them) ---------------------------
+
+
+def test_a_merge_key_is_refused_and_left_out():
+    got = load.load_text("a: 1\nb:\n  <<: {x: 1}\n  c: 2\n")
+    [p] = got.problems
+    assert (p.line, p.field) == (3, "b") and "merge key '<<'" in p.message
+    assert got.data == {"a": 1, "b": {"c": 2}}
+
+
+def test_a_collection_as_key_is_refused_with_its_value():
+    got = load.load_text("a: 1\n? [x, y]\n: dropped\nb: 2\n")
+    [p] = got.problems
+    assert p.line == 2 and "a list used as a key" in p.message
+    assert got.data == {"a": 1, "b": 2}
+
+
+def test_a_tagged_collection_is_refused_but_read():
+    got = load.load_text("a: !!omap\n  - x: 1\nb: !custom {y: 2}\n")
+    assert [(p.line, p.field) for p in got.problems] == [(1, "a"), (3, "b")]
+    assert "expected a plain list" in got.problems[0].message
+    assert "expected a plain mapping" in got.problems[1].message
+    assert got.data == {"a": [{"x": 1}], "b": {"y": 2}}
+
+
+def test_a_second_document_stops_reading():
+    got = load.load_text("a: 1\n---\nb: 2\n")
+    [p] = got.problems
+    assert p.line == 2 and "a second YAML document" in p.message and got.data is None
+
+
+def test_string_tags_are_strings_as_values_never_as_keys():
+    tags = frozenset({"!vault"})
+    got = load.load_text("a: !vault |\n  $ANSIBLE_VAULT\n!vault k: 1\n", string_tags=tags)
+    [p] = got.problems
+    assert p.line == 3 and "unsupported YAML tag '!vault'" in p.message
+    assert got.data == {"a": "$ANSIBLE_VAULT\n"}
+    assert load.load_text("a: !vault x\n").problems  # not a string tag unless named
+
+
+def test_scalars_typed_as_yaml_1_1_reads_them():
+    got = load.load_text("a: 010\nb: 10\nc: 0x1f\nd: !!str 12\ne: 1.5\nf: ~\ng: yes\nh: 2024-02-29\ni: !!int x\n")
+    assert got.data == {
+        "a": 8,
+        "b": 10,
+        "c": 31,
+        "d": "12",
+        "e": 1.5,
+        "f": None,
+        "g": True,
+        "h": dt.date(2024, 2, 29),
+        "i": "x",
+    }
+    [p] = got.problems
+    assert (p.line, p.field) == (9, "i") and "'x' at line 9 is not a valid int" in p.message
