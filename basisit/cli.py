@@ -180,7 +180,8 @@ def cmd_secrets_rotate(args: argparse.Namespace) -> int:
     estate = estate_of(args)
     select_sites(estate, [args.kommune])
     kinds = [args.what] if args.what else list(secrets.KINDS)
-    for line in secrets.rotate(_state_of(args) / "secrets", args.kommune, kinds):
+    min_length = estate.standard.services.password_policy.min_length
+    for line in secrets.rotate(_state_of(args) / "secrets", args.kommune, kinds, min_length=min_length):
         print(line)
     return EXIT_OK
 

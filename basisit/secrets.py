@@ -30,6 +30,7 @@ import base64
 import fcntl
 import os
 import secrets as _random
+import string
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -216,6 +217,33 @@ def files(secrets_dir: str | Path) -> list[Path]:
 # --- generation shared with the lookups ------------------------------------------------------
 
 
+UPPER = string.ascii_uppercase
+LOWER = string.ascii_lowercase
+DIGITS = string.digits
+SYMBOLS = "-._"
+ALPHABET = UPPER + LOWER + DIGITS + SYMBOLS
+CLASSES = (
+    ("upper-case letter", UPPER),
+    ("lower-case letter", LOWER),
+    ("digit", DIGITS),
+    (f"symbol of {SYMBOLS}", SYMBOLS),
+)
+
+
+def password(length: int) -> str:
+    """A password of `length` characters with every class of CLASSES, first character alphanumeric
+    (the lookup basisit_secret and `rotate` generate with it)."""
+    if length < len(CLASSES) + 1:
+        raise ValueError(f"a secret needs at least {len(CLASSES) + 1} characters, not {length}")
+    rng = _random.SystemRandom()
+    chars = [rng.choice(chars) for _, chars in CLASSES]
+    chars += [rng.choice(ALPHABET) for _ in range(length - len(chars))]
+    while True:
+        rng.shuffle(chars)
+        if chars[0] in UPPER + LOWER + DIGITS:
+            return "".join(chars)
+
+
 def wireguard_private_key() -> str:
     """A new X25519 private key in WireGuard's base64 encoding."""
     from cryptography.hazmat.primitives import serialization
@@ -227,17 +255,21 @@ def wireguard_private_key() -> str:
     return base64.b64encode(raw).decode()
 
 
-# --- rotation --------------------------------------------------------------------------------
+# --- rotation ---------------------------------------------------------------------------------
 
-# What each kind's next converge does with a new value (roles/*/tasks), and so whether it can be
-# rotated. A kind whose value the roles only set at creation is refused: a new value on the
-# control host alone would lock the site out (joins, verify, backups would use a value the
-# site never got).
+PREVIOUS = ".previous"
+
+# What each kind's next converge does with a new value (roles/*/tasks). `files`: file name ->
+# length of a generated password (None: `generate` makes the value); the same lengths as the
+# roles' lookups (tests/unit/test_secrets.py compares them), never below the standard's
+# password_policy.min_length. `keep_previous`: files whose old value the converge needs to switch
+# (kept encrypted as `<file>.previous` until the converge applied the new one; a rotation while
+# one exists is refused).
 KINDS: dict[str, dict] = {
     "wireguard": {
-        "files": ["wireguard.key"],
-        "applied": True,
+        "files": {"wireguard.key": None},
         "generate": wireguard_private_key,  # the roles need no old value: none is kept
+        "keep_previous": [],
         "how": (
             "the site gateway's wg0.conf (roles/gateway) and the hub's peer entry (roles/vpn_hub) are "
             "templated from the key on every converge and reloaded: converge the Kommune and zentral "
@@ -245,52 +277,82 @@ KINDS: dict[str, dict] = {
         ),
     },
     "restic": {
-        "files": ["restic-repository", "restic-rest"],
-        "applied": False,
+        "files": {"restic-repository": 40, "restic-rest": 32},
+        "keep_previous": ["restic-repository"],
         "how": (
-            "the repository password is only used by `restic init` (roles/backup_client): the roles have no "
-            "`restic key add` with the old password and `restic key remove` afterwards, so a new value "
-            "would lock the Kommune out of its own backups"
+            "converge the Kommune and zentral together (`-l SLUG,zentral`): zentral's management host adds "
+            "a repository key for the new password with the old one (basisit-restic-rekey add, through "
+            "the maintenance listener) and retention switches to it, the repository host hashes the new "
+            "REST credential, the Kommune's backup clients get both, then the old password's key is "
+            "removed and restic-repository.previous dropped; the REST credential works only once both "
+            "sides converged"
         ),
     },
     "probe": {
-        "files": ["probe.secret"],
-        "applied": False,
+        "files": {"probe.secret": 24},
+        "keep_previous": [],
         "how": (
-            "roles/ad_dc sets the probe account's password only when it creates the account "
-            "(tasks/probe.yml), never on a later converge: `basisit verify` would fail to authenticate"
+            "roles/ad_dc (tasks/password.yml) compares the probe account's NT hash on the primary DC with "
+            "the secret and resets the password when they differ: converge the Kommune (`-l SLUG`)"
         ),
     },
     "ad-admin": {
-        "files": ["ad-administrator"],
-        "applied": False,
+        "files": {"ad-administrator": 24},
+        "keep_previous": [],
         "how": (
-            "roles/ad_dc sets the Administrator password only at provisioning (tasks/provision.yml); "
-            "joins, KCC and DNS tasks would then authenticate with a password the domain never got"
+            "roles/ad_dc (tasks/password.yml) resets the domain Administrator's password on the primary "
+            "DC when its NT hash differs from the secret, before anything authenticates with it: converge "
+            "the Kommune (`-l SLUG`); joins are unaffected (members join with basisit-join, join.secret)"
         ),
     },
 }
 
 
-def rotate(secrets_dir: str | Path, slug: str, kinds: list[str]) -> list[str]:
-    """Give each kind of `slug` a new value; refuse (SecretError, nothing changed) any kind the
-    roles cannot apply. Returns one line per rotated file (paths, never values)."""
-    refused = [k for k in kinds if not KINDS[k]["applied"]]
-    if refused:
-        raise SecretError(
-            "\n".join(f"{slug}: cannot rotate {k}: {KINDS[k]['how']}" for k in refused)
-            + f"\nnothing was rotated; rotatable today: {', '.join(k for k in KINDS if KINDS[k]['applied'])}"
-        )
+def pending(secrets_dir: str | Path, slug: str) -> list[Path]:
+    """The `.previous` files of `slug`: rotations whose converge has not switched yet."""
+    directory = Path(secrets_dir) / slug
+    names = [name + PREVIOUS for kind in KINDS.values() for name in kind["keep_previous"]]
+    return [directory / n for n in names if (directory / n).exists()]
+
+
+def _new_value(kind: str, length: int | None, min_length: int) -> str:
+    spec = KINDS[kind]
+    return spec["generate"]() if length is None else password(max(length, min_length))
+
+
+def rotate(secrets_dir: str | Path, slug: str, kinds: list[str], min_length: int = 12) -> list[str]:
+    """Give each kind of `slug` a new value (passwords at least `min_length`, the standard's policy).
+    Everything is checked before anything is written (SecretError, nothing changed): the site's
+    secrets exist and decrypt with this key, and no earlier rotation that needs the old value is
+    still pending (a `.previous` file: its converge has not switched yet; rotating again would
+    lose the only value that still opens the repository). The old value of a `keep_previous` file
+    is written to `<file>.previous` before the new value replaces it. Returns one line per rotated
+    file (paths, never values)."""
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        raise SecretError(f"{slug}: unknown kind {', '.join(unknown)} (known: {', '.join(KINDS)})")
     directory = Path(secrets_dir) / slug
     if not directory.is_dir():
         raise SecretError(f"{slug}: no secrets directory {directory}: the site was never converged, nothing to rotate")
-    paths = [(k, directory / name) for k in kinds for name in KINDS[k]["files"]]
+    paths = [(k, directory / name, length) for k in kinds for name, length in KINDS[k]["files"].items()]
     with locked(directory):
         vault_key(create=True)  # a bad key file fails before anything changes
-        for kind, path in paths:
+        for kind, path, _ in paths:
             if not path.exists():
                 raise SecretError(f"{slug}: no {kind} secret {path}: the site was never converged, nothing to rotate")
             read_text(path)  # readable with this key, else nothing is replaced
-        for kind, path in paths:
-            write(path, KINDS[kind]["generate"]())
-    return [f"{slug}: {k}: new value in {p}; applied by the next converge: {KINDS[k]['how']}" for k, p in paths]
+            previous = path.with_name(path.name + PREVIOUS)
+            # a .previous equal to the current value is a rotation interrupted before its new value
+            # was written: nothing to switch, it is replaced below
+            if path.name in KINDS[kind]["keep_previous"] and previous.exists() and value(previous) != value(path):
+                raise SecretError(
+                    f"{slug}: cannot rotate {kind}: the previous rotation is not applied yet ({previous} holds the "
+                    f"old value the converge needs); {KINDS[kind]['how']}; nothing was rotated"
+                )
+        new = {path: _new_value(kind, length, min_length) for kind, path, length in paths}
+        for kind, path, _ in paths:
+            if path.name in KINDS[kind]["keep_previous"]:
+                write(path.with_name(path.name + PREVIOUS), read_text(path))
+        for path, text in new.items():
+            write(path, text)
+    return [f"{slug}: {k}: new value in {p}; applied by the next converge: {KINDS[k]['how']}" for k, p, _ in paths]

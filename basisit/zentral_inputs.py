@@ -33,9 +33,10 @@ from basisit.model import Estate
 
 ROOT = Path(__file__).resolve().parent.parent
 # Files of a Kommune's secrets directory that zentral's roles read (vpn_hub: the peer's public
-# key; backup_server: its REST user; backup_retention: its repository password).
-# tests/unit/test_zentral_inputs.py checks this against every role's per-site secret paths.
-KOMMUNE_SECRETS = ("wireguard.key", "restic-rest", "restic-repository")
+# key; backup_server: its REST user; backup_retention: its repository password, and the old one
+# while a rotation is pending). tests/unit/test_zentral_inputs.py checks this against every
+# role's per-site secret paths.
+KOMMUNE_SECRETS = ("wireguard.key", "restic-rest", "restic-repository", "restic-repository.previous")
 CODE = ("roles", "playbooks", "plugins", "basisit", "ansible.cfg")
 # The rosters zentral's roles read from groups: role -> sites that have a host with that role.
 ROSTER_ROLES = ("backup_client",)

@@ -25,14 +25,13 @@ them read the same value.
 from __future__ import annotations
 
 import os
-import secrets
-import string
 
 from ansible.errors import AnsibleLookupError
 from ansible.plugins.lookup import LookupBase
 from ansible.utils.display import Display
 
 from basisit import secrets as store
+from basisit.secrets import ALPHABET, CLASSES, DIGITS, LOWER, SYMBOLS, UPPER  # noqa: F401 - used by callers too
 
 DOCUMENTATION = """
 name: basisit_secret
@@ -67,32 +66,13 @@ options:
     default: secret
 """
 
-UPPER = string.ascii_uppercase
-LOWER = string.ascii_lowercase
-DIGITS = string.digits
-SYMBOLS = "-._"
-ALPHABET = UPPER + LOWER + DIGITS + SYMBOLS
-CLASSES = (
-    ("upper-case letter", UPPER),
-    ("lower-case letter", LOWER),
-    ("digit", DIGITS),
-    (f"symbol of {SYMBOLS}", SYMBOLS),
-)
-
 display = Display()
 
 
 def generate(length: int) -> str:
-    """A secret of `length` characters with every class of CLASSES, first character alphanumeric."""
-    if length < len(CLASSES) + 1:
-        raise ValueError(f"a secret needs at least {len(CLASSES) + 1} characters, not {length}")
-    rng = secrets.SystemRandom()
-    chars = [rng.choice(chars) for _, chars in CLASSES]
-    chars += [rng.choice(ALPHABET) for _ in range(length - len(chars))]
-    while True:
-        rng.shuffle(chars)
-        if chars[0] in UPPER + LOWER + DIGITS:
-            return "".join(chars)
+    """A secret of `length` characters with every class of CLASSES, first character alphanumeric
+    (basisit/secrets.py's, which `basisit secrets rotate` uses too)."""
+    return store.password(length)
 
 
 def violations(secret: str, min_length: int) -> list[str]:

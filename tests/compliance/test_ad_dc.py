@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from basisit.verify.suite import estate, not_applicable, role_default
+from basisit.verify.suite import estate, not_applicable, role_default, run_with_secret, secret
 
 pytestmark = pytest.mark.role("ad_dc")
 
@@ -176,3 +176,23 @@ def test_join_account_delegated_on_the_computer_ous_only(host, target):
     for dn in (base, f"CN=Computers,{base}", f"CN=Users,{base}"):
         acl = host.check_output(f'samba-tool dsacl get "--objectdn={dn}"')
         assert sid not in acl, f"{dn}: its ACL grants the join account {sid} something"
+
+
+@pytest.mark.feature("ad_dc/password")
+@pytest.mark.controls("gs:ORP.4.A23", "gs:APP.2.2.A5", "wiba:Rollen / Berechtigungen / Authentisierung")
+def test_administrator_password_is_the_control_hosts_secret(host, target):
+    """The domain Administrator's password on this DC is the control host's secret (ad-administrator):
+    the emergency credential works, and a rotated secret (`basisit secrets rotate --what ad-admin`)
+    has been applied. basisit-samba-password --check compares the DC's stored NT hash with the
+    secret's (stdin; no logon attempt, nothing counted against the account)."""
+    password = secret(target.kommune, "ad-administrator")
+    p = run_with_secret(
+        target.name, "/usr/local/sbin/basisit-samba-password --check Administrator", password, root=True
+    )
+    out = (p.stdout + p.stderr).strip()
+    assert password not in out
+    assert p.returncode != 3, (
+        f"the domain Administrator's password on {target.name} is not the control host's secret (rotated and not "
+        f"applied yet? converge playbooks/site.yml -l {target.kommune})"
+    )
+    assert p.returncode == 0, f"basisit-samba-password --check Administrator: {out[-300:]}"

@@ -19,7 +19,7 @@ import re
 
 import pytest
 
-from basisit.verify.suite import estate, role_default, run_with_secret
+from basisit.verify.suite import estate, role_default, run_with_secret, secret
 
 pytestmark = pytest.mark.role("backup_client")
 
@@ -121,6 +121,30 @@ def _listeners(host) -> dict[str, str]:
     """The restic REST servers (rclone serve restic) on the host: {--addr value: command line}."""
     procs = [ln for ln in host.check_output("pgrep -a -x rclone || true").splitlines() if "serve restic" in ln]
     return {(m.group(1) if (m := re.search(r"--addr[= ](\S+)", ln)) else "?"): ln for ln in procs}
+
+
+@pytest.mark.feature("backup_client")
+@pytest.mark.controls("gs:CON.3.A14", "gs:ORP.4.A23", "wiba:Backup")
+def test_repository_opens_with_the_control_hosts_password_only(host, target):
+    """The repository opens with the control host's repository password (restic-repository), this
+    client uses that password, and the repository holds no other key: a rotation
+    (`basisit secrets rotate --what restic`) has been applied and the old password's key removed.
+    The password reaches restic on stdin (--password-file /dev/stdin), never an argument."""
+    password = secret(target.kommune, "restic-repository")
+    p = run_with_secret(target.name, f"{RESTIC} key list --json --password-file /dev/stdin", password, root=True)
+    out = (p.stdout + p.stderr).strip()
+    assert password not in out
+    pending = f"rotated and not applied yet? converge playbooks/site.yml -l {target.kommune},zentral"
+    assert p.returncode == 0, (
+        f"the control host's repository password does not open the repository ({pending}): {out[-300:]}"
+    )
+    keys = json.loads(p.stdout)
+    assert len(keys) == 1, f"the repository holds {len(keys)} keys, not only the current password's ({pending})"
+    mine = host.run("sha256sum %s", role_default("backup_client", "backup_client_config_dir") + "/repository-password")
+    want = hashlib.sha256(password.encode()).hexdigest()
+    assert mine.rc == 0 and mine.stdout.split()[0] == want, (
+        f"{target.name}'s repository password file is not the control host's password ({pending})"
+    )
 
 
 @pytest.mark.role("backup_server")

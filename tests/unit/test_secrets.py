@@ -134,18 +134,111 @@ def test_rotate_wireguard_gives_a_new_encrypted_key(tmp_path, run):
         assert secrets.value(state / "secrets" / "nalbach" / name) == old[name]
 
 
-@pytest.mark.parametrize(("what", "why"), [("probe", "only when it creates"), ("ad-admin", "only at provisioning"),
-                                           ("restic", "restic key add"), (None, "cannot rotate restic")])  # fmt: skip
-def test_rotation_the_roles_cannot_apply_is_refused(tmp_path, run, what, why):
+def _policy_ok(value: str, length: int) -> bool:
+    classes = [set(chars) for _, chars in secrets.CLASSES]
+    return len(value) == length and all(set(value) & c for c in classes) and value[0].isalnum()
+
+
+@pytest.mark.parametrize(("what", "name"), [("probe", "probe.secret"), ("ad-admin", "ad-administrator")])
+def test_rotate_a_domain_password_keeps_no_old_value(tmp_path, run, what, name):
+    """probe and ad-admin: the DC resets the password without the old one, so none is kept."""
     state = tmp_path / "state"
     old = _converged_state(state)
+    rc, out, err = run("--state", state, "secrets", "rotate", "--kommune", "nalbach", "--what", what)
+    assert rc == 0, err
+    d = state / "secrets" / "nalbach"
+    new = secrets.value(d / name)
+    assert new != old[name] and _policy_ok(new, 24) and secrets.is_encrypted(d / name)
+    assert not (d / (name + secrets.PREVIOUS)).exists() and secrets.pending(state / "secrets", "nalbach") == []
+    assert "next converge" in out and "password.yml" in out and new not in out + err and old[name] not in out + err
+    for other, value in old.items():
+        if other != name and other != "wireguard.key":
+            assert secrets.value(d / other) == value
+
+
+def test_rotate_restic_keeps_the_old_repository_password_until_the_converge(tmp_path, run):
+    state = tmp_path / "state"
+    old = _converged_state(state)
+    rc, out, err = run("--state", state, "secrets", "rotate", "--kommune", "nalbach", "--what", "restic")
+    assert rc == 0, err
+    d = state / "secrets" / "nalbach"
+    repo, rest, previous = d / "restic-repository", d / "restic-rest", d / "restic-repository.previous"
+    assert _policy_ok(secrets.value(repo), 40) and _policy_ok(secrets.value(rest), 32)
+    assert secrets.value(repo) != old["restic-repository"] and secrets.value(rest) != old["restic-rest"]
+    assert secrets.value(previous) == old["restic-repository"]  # the converge's `restic key add` needs it
+    assert secrets.is_encrypted(previous) and stat.S_IMODE(previous.stat().st_mode) == 0o600
+    assert not (d / "restic-rest.previous").exists()  # the server re-hashes it: no old value needed
+    assert secrets.pending(state / "secrets", "nalbach") == [previous]
+    assert "-l SLUG,zentral" in out and not any(v in out + err for v in old.values())
+    assert previous in secrets.files(state / "secrets")  # drift's redaction masks the old value too
+
+
+@pytest.mark.parametrize("what", [["--what", "restic"], []])
+def test_rotate_while_a_restic_rotation_is_pending_is_refused_and_changes_nothing(tmp_path, run, what):
+    state = tmp_path / "state"
+    _converged_state(state)
+    rc, _, err = run("--state", state, "secrets", "rotate", "--kommune", "nalbach", "--what", "restic")
+    assert rc == 0, err
     before = {p: p.read_bytes() for p in secrets.files(state / "secrets")}
-    rc, out, err = run(
-        "--state", state, "secrets", "rotate", "--kommune", "nalbach", *(["--what", what] if what else [])
-    )
-    assert rc == 2 and why in err and "nothing was rotated" in err, err
+    values = {p: secrets.value(p) for p in before}
+    rc, out, err = run("--state", state, "secrets", "rotate", "--kommune", "nalbach", *what)
+    assert rc == 2 and "previous rotation is not applied yet" in err and "nothing was rotated" in err, err
+    assert "restic-repository.previous" in err and "Traceback" not in err
     assert {p: p.read_bytes() for p in secrets.files(state / "secrets")} == before  # nothing half-done
-    assert not any(v in out + err for v in old.values())
+    assert not any(v in out + err for v in values.values())
+    # the converge dropped the old value (roles/backup_client): rotating again works
+    (state / "secrets" / "nalbach" / "restic-repository.previous").unlink()
+    rc, _, err = run("--state", state, "secrets", "rotate", "--kommune", "nalbach", *what)
+    assert rc == 0, err
+
+
+def test_an_interrupted_rotation_leaves_a_usable_state(tmp_path, monkeypatch):
+    """A crash after the old value was kept and before the new one was written leaves .previous
+    equal to the current value: the converge has nothing to switch, and a new rotation proceeds."""
+    state = tmp_path / "state"
+    old = _converged_state(state)
+    d = state / "secrets" / "nalbach"
+    real_write, calls = secrets.write, []
+
+    def failing_write(path, text):
+        calls.append(Path(path).name)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        real_write(path, text)
+
+    monkeypatch.setattr(secrets, "write", failing_write)
+    with pytest.raises(OSError):
+        secrets.rotate(state / "secrets", "nalbach", ["restic"])
+    monkeypatch.setattr(secrets, "write", real_write)
+    assert calls == ["restic-repository.previous", "restic-repository"]
+    assert secrets.value(d / "restic-repository") == old["restic-repository"]
+    assert secrets.value(d / "restic-repository.previous") == old["restic-repository"]
+    assert secrets.value(d / "restic-rest") == old["restic-rest"]
+    secrets.rotate(state / "secrets", "nalbach", ["restic"])
+    assert secrets.value(d / "restic-repository.previous") == old["restic-repository"]
+    assert secrets.value(d / "restic-repository") != old["restic-repository"]
+
+
+def test_rotated_passwords_follow_the_standards_minimum_length(tmp_path):
+    state = tmp_path / "state"
+    _converged_state(state)
+    secrets.rotate(state / "secrets", "nalbach", ["probe", "ad-admin", "restic"], min_length=50)
+    d = state / "secrets" / "nalbach"
+    for name in ("probe.secret", "ad-administrator", "restic-repository", "restic-rest"):
+        assert _policy_ok(secrets.value(d / name), 50), name
+    with pytest.raises(secrets.SecretError, match="unknown kind nfs"):
+        secrets.rotate(state / "secrets", "nalbach", ["nfs"])
+
+
+def test_rotation_lengths_are_the_roles_lengths():
+    """rotate generates what the roles' lookups would: the same length per file."""
+    roles = ROOT / "roles"
+    dc = yaml.safe_load((roles / "ad_dc" / "defaults" / "main.yml").read_text(encoding="utf-8"))
+    job = (roles / "backup_client" / "tasks" / "job.yml").read_text(encoding="utf-8")
+    lengths = {k: v for kind in secrets.KINDS.values() for k, v in kind["files"].items()}
+    assert lengths["probe.secret"] == lengths["ad-administrator"] == dc["ad_dc_secret_length"]
+    for name in ("restic-repository", "restic-rest"):
+        assert f"'/{name}', length={lengths[name]}," in job, name
 
 
 def test_rotate_refuses_an_unknown_kommune_a_site_never_converged_and_a_wrong_key(tmp_path, run, monkeypatch):
