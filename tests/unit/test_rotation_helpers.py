@@ -129,7 +129,7 @@ def test_samba_password_is_reset_only_when_it_differs(domain):
     p = _password(domain, "Rotated-Passw0rd.y", "--check", "Administrator")
     assert p.returncode == 3 and p.stdout == "differs: Administrator\n"  # --check writes nothing
     assert _password(domain, "Init-Passw0rd.x", "--check", "Administrator").returncode == 0
-    p = _password(domain, "Rotated-Passw0rd.y", "Administrator")
+    p = _password(domain, "Rotated-Passw0rd.y", "--apply", "Administrator")  # what the role runs
     assert p.returncode == 0 and p.stdout == "changed: Administrator\n", p.stderr
     assert _password(domain, "Rotated-Passw0rd.y", "Administrator").stdout == "unchanged: Administrator\n"
     assert _password(domain, "Init-Passw0rd.x", "--check", "Administrator").returncode == 3  # the old one is gone
