@@ -28,7 +28,7 @@ unit: setup
 	$(BIN)/pytest -m "not lab" -n 2 tests/unit
 
 lab-test: setup
-	$(BIN)/pytest -m lab tests/lab
+	$(BIN)/pytest -m lab tests/lab --durations=40
 
 test: setup lint unit lab-test
 
