@@ -51,6 +51,10 @@ def select_sites(estate: Estate, slugs: list[str] | None, wave: str | None = Non
     """Resolve --kommune/--wave/--all into slugs; unknown names are a usage error."""
     chosen: list[str] = []
     for s in slugs or []:
+        if s in estate.retired:
+            raise UsageError(
+                f"{s} is retired (`status: retired` in {estate.sources.get(s, 'its file')}); it is not selected"
+            )
         if s not in estate.kommunen:
             raise UsageError(f"unknown Kommune {s!r}; expected a slug from inventory/kommunen/ (e.g. bexbach)")
         chosen.append(s)
@@ -289,7 +293,14 @@ def _load_extensions() -> None:
     import importlib
 
     EXTENSIONS.clear()  # main() may run many times in one process (tests)
-    for mod in ("basisit.lab.cli", "basisit.cloud.cli", "basisit.verify.cli", "basisit.drift.cli", "basisit.rollout"):
+    for mod in (
+        "basisit.lab.cli",
+        "basisit.cloud.cli",
+        "basisit.verify.cli",
+        "basisit.drift.cli",
+        "basisit.rollout",
+        "basisit.retire",
+    ):
         try:
             m = importlib.import_module(mod)
         except ModuleNotFoundError as e:

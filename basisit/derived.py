@@ -33,6 +33,10 @@ VALUES: dict[str, tuple[str, Callable[[Estate, Host], object]]] = {
         policy.package_proxy,
     ),
     "log_senders": ("a log host's senders, address -> host name ({} for other hosts)", policy.log_senders),
+    "retired_kommunen": (
+        "the Kommunen retired from the estate, whose backups zentral keeps read-only ([] for other hosts)",
+        lambda estate, host: sorted(estate.retired) if "backup_server" in host.roles else [],
+    ),
 }
 
 _ESTATES: dict[str, tuple[tuple, Estate]] = {}

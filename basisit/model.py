@@ -132,8 +132,11 @@ class Estate:
 
     standard: schema.StandardFile
     zentral: Site
-    kommunen: dict[str, Site]  # slug -> site, sorted by slug
+    kommunen: dict[str, Site]  # slug -> site, sorted by slug (the active ones)
     sources: dict[str, str] = field(default_factory=dict)  # slug -> file path
+    # Kommunen whose file says `status: retired`: derived (so their names and numbers stay
+    # reserved), but not part of the estate anyone converges, peers with or backs up.
+    retired: dict[str, Site] = field(default_factory=dict)
 
     @property
     def sites(self) -> list[Site]:

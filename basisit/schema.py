@@ -210,3 +210,6 @@ class KommuneFile(Strict):
     ad_domain: StrictStr
     netbios: StrictStr
     endpoints: list[Endpoint] = []
+    # `retired`: the Kommune left the estate (`basisit retire`): no hosts, no peer, no credential
+    # on zentral; its net_index, AGS and names stay reserved while its backups are kept.
+    status: Literal["active", "retired"] = "active"

@@ -1203,9 +1203,14 @@ def load_estate(inventory: str | Path) -> model.Estate:
             )
     if problems:
         raise InventoryError(files.with_lines(problems))
-    return model.Estate(standard=std, zentral=zentral, kommunen=sites, sources={s: kommunen[s][1] for s in sites})
+    active = {s: site for s, site in sites.items() if kommunen[s][0].status != "retired"}
+    retired = {s: site for s, site in sites.items() if s not in active}
+    return model.Estate(
+        standard=std, zentral=zentral, kommunen=active, sources={s: kommunen[s][1] for s in sites}, retired=retired
+    )
 
 
 def summary(estate: model.Estate) -> str:
     hosts = len(estate.hosts())
-    return f"{len(estate.kommunen)} Kommunen, 1 central site, {hosts} hosts, standard v{estate.standard.version}: valid"
+    retired = f" ({len(estate.retired)} retired)" if estate.retired else ""
+    return f"{len(estate.kommunen)} Kommunen{retired}, 1 central site, {hosts} hosts, standard v{estate.standard.version}: valid"

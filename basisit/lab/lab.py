@@ -313,7 +313,7 @@ def _kommune(estate: model.Estate, slug: str) -> model.Site:
 def _transfer_files(estate: model.Estate, up: list[str], pfx: str) -> tuple[dict[str, str], list[str]]:
     """networkd files of the zentral gateway's transfer NICs for the Kommunen that are up; stale names."""
     files, stale = {}, []
-    for slug, site in estate.kommunen.items():
+    for slug, site in {**estate.kommunen, **estate.retired}.items():  # a retired one is stale
         nic = plan.transfer_nic(estate, site, pfx)
         if slug in up:
             files[plan.networkd_name(nic)] = plan.networkd_file(nic, forward=True)

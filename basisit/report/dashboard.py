@@ -172,6 +172,7 @@ def build(estate: Estate, state: Path, waiver_list: list[wv.Waiver], today: dt.d
         "adoption": adoption,
         "adoption_spark": sparkline([a["percent"] for a in adoption], width=480, height=120),
         "families": fam,
+        "retired": _retired(estate, db),
         "expiring": [
             w | {"kommune": w["scope"].get("kommune", "")}
             for w in (wv.to_dict(x, today) for x in waiver_list)
@@ -184,6 +185,19 @@ def _standard_of(version: int | None, current: int) -> dict:
     """The standard version a Kommune was last converged at (the rollout ledger) against the
     current one: `behind` when older, so the next rollout of its wave converges it again."""
     return {"version": version, "current": current, "behind": version is not None and version < current}
+
+
+def _retired(estate: Estate, db: Path) -> list[dict]:
+    """The retired Kommunen (`status: retired`), with what `basisit retire` recorded of each."""
+    done = history.retired(db)
+    return [
+        {
+            "slug": slug,
+            "name": site.name,
+            **{k: done.get(slug, {}).get(k) for k in ("retired", "backend", "keep_until", "detail")},
+        }
+        for slug, site in sorted(estate.retired.items())
+    ]
 
 
 def _drift_of(row: dict | None) -> dict | None:

@@ -98,6 +98,13 @@ CREATE TABLE IF NOT EXISTS drift_changes (
     message TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS drift_changes_run ON drift_changes(run_id, kommune);
+CREATE TABLE IF NOT EXISTS retired (
+    kommune TEXT PRIMARY KEY,     -- retired by `basisit retire` (its file says status: retired)
+    retired TEXT NOT NULL,        -- ISO 8601 UTC
+    backend TEXT NOT NULL,
+    keep_until TEXT NOT NULL,     -- its backups are kept read-only until this date
+    detail TEXT NOT NULL          -- what was removed and kept
+);
 """
 
 RESULTS_COLUMNS = "run_id, kommune, host, test_id, nodeid, controls, state, duration, message, reproduce, waiver"
@@ -244,6 +251,24 @@ def latest(db: Path) -> dict[str, dict]:
     for r in rows:
         out[r["kommune"]] = dict(r)
     return out
+
+
+def record_retired(db: Path, kommune: str, retired: str, backend: str, keep_until: str, detail: str) -> None:
+    """Record that `kommune` left the estate (`basisit retire`); a second retire replaces the row."""
+    with connect(db) as con:
+        con.execute(
+            "INSERT OR REPLACE INTO retired (kommune, retired, backend, keep_until, detail) VALUES (?, ?, ?, ?, ?)",
+            (kommune, retired, backend, keep_until, detail),
+        )
+
+
+def retired(db: Path) -> dict[str, dict]:
+    """The retired Kommunen, slug -> {retired, backend, keep_until, detail}."""
+    if not db.exists():
+        return {}
+    with connect(db) as con:
+        rows = con.execute("SELECT * FROM retired ORDER BY kommune").fetchall()
+    return {r["kommune"]: dict(r) for r in rows}
 
 
 def results_of(db: Path, run_id: str, kommune: str) -> list[dict]:

@@ -196,3 +196,32 @@ def test_administrator_password_is_the_control_hosts_secret(host, target):
         f"applied yet? converge playbooks/site.yml -l {target.kommune})"
     )
     assert p.returncode == 0, f"basisit-samba-password --check Administrator: {out[-300:]}"
+
+
+@pytest.mark.feature("ad_dc/prune")
+@pytest.mark.controls("gs:ORP.4.A1", "gs:APP.2.2.A6", "gs:APP.2.2.A10")
+def test_no_computer_or_dns_record_the_model_does_not_list(host, target):
+    """No computer account that basisit's join account created for a member the model no longer
+    lists, no A/PTR record of the client zone that is not a member's, and every member's records
+    exist. The role's reconciler (basisit-ad-prune) reads the DC's own database, in report mode."""
+    site = estate().site(target.kommune)
+    if target.name != sorted(h.name for h in site.hosts_with_role("ad_dc"))[0]:
+        not_applicable("the primary DC reconciles the domain's objects; the others replicate them")
+    spec = {
+        "zone": site.domain,
+        "computer_ous": role_default("ad_dc", "ad_dc_computer_ous"),
+        "join_user": role_default("ad_dc", "ad_dc_join_user"),
+        "members": {h.short: str(h.address) for h in site.hosts_with_role("domain_member")},
+        "owned_networks": [str(site.zones[z].network) for z in role_default("ad_dc", "ad_dc_prune_owned_zones")],
+        "apply": False,
+    }
+    out = host.run("echo %s | /usr/local/sbin/basisit-ad-prune", json.dumps(spec))
+    assert out.rc == 0, f"basisit-ad-prune: {(out.stderr or out.stdout).strip()[-500:]}"
+    found = json.loads(out.stdout)
+    stale = [c["name"] for c in found["stale_computers"]]
+    records = [f"{r['type']} {r['name']} -> {r['data']}" for r in found["stale_records"]]
+    missing = [f"{r['type']} {r['name']} -> {r['data']}" for r in found["added_records"]]
+    assert not stale and not records and not missing, (
+        f"computer accounts the model does not list: {stale}; DNS records it does not list: {records}; "
+        f"members' records missing: {missing}"
+    )

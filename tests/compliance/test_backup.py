@@ -19,7 +19,7 @@ import re
 
 import pytest
 
-from basisit.verify.suite import estate, role_default, run_with_secret, secret
+from basisit.verify.suite import estate, not_applicable, role_default, run_with_secret, secret
 
 pytestmark = pytest.mark.role("backup_client")
 
@@ -279,3 +279,30 @@ def test_retention_ran_from_the_management_host(host):
     hours = estate().standard.services.backup.rpo_hours
     age = dt.datetime.now(dt.UTC) - last
     assert age <= dt.timedelta(hours=hours), f"last successful retention {text} is {age} old (> {hours} h)"
+
+
+@pytest.mark.role("backup_server")
+@pytest.mark.feature("backup_server/retired")
+@pytest.mark.controls("gs:CON.3.A14", "gs:CON.3.A12", "wiba:Backup")
+def test_retired_kommunen_repositories_kept_read_only(host):
+    """A retired Kommune's repository is kept, and no listener can write to it: every file and
+    directory is root's, the service user may only read (its htpasswd entry is gone: see
+    test_htpasswd_entries_are_bcrypt)."""
+    retired = sorted(estate().retired)
+    if not retired:
+        not_applicable("no Kommune of the inventory is retired")
+    data = role_default("backup_server", "backup_server_data_dir")
+    user = role_default("backup_server", "backup_server_user")
+    for slug in retired:
+        repo = f"{data}/{slug}"
+        if not host.file(repo).is_directory:
+            continue  # it never took a backup: nothing to keep
+        writable = host.run(
+            "find %s \\( -not -user root -o -perm /0022 -o \\( -type f -perm /0200 \\) \\) -print -quit", repo
+        )
+        assert writable.rc == 0 and not writable.stdout.strip(), (
+            f"{repo}: writable by someone other than root: {writable.stdout.strip() or writable.stderr.strip()}"
+        )
+        probe = host.run("runuser -u %s -- touch %s/basisit-write-probe", user, repo)
+        host.run("rm -f %s/basisit-write-probe", repo)
+        assert probe.rc != 0, f"{repo}: {user} can still write to it"

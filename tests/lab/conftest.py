@@ -108,13 +108,17 @@ MODULE_ORDER = (
     "test_rollout.py",
 )
 LAST = "test_lab.py::test_down_leaves_nothing"
+# Right before LAST: modules that take a Kommune away (test_retire retires bous).
+FINAL_MODULES = ("test_retire.py",)
 
 
 def pytest_collection_modifyitems(session, config, items):
     def key(item) -> tuple[int, int]:
         name = item.path.name
         if item.nodeid.endswith(LAST):
-            return (len(MODULE_ORDER) + 1, 0)
+            return (len(MODULE_ORDER) + 2, 0)
+        if name in FINAL_MODULES:
+            return (len(MODULE_ORDER) + 1, FINAL_MODULES.index(name))
         return (MODULE_ORDER.index(name) if name in MODULE_ORDER else len(MODULE_ORDER), 0)
 
     items.sort(key=key)  # stable: file order inside a module is kept
