@@ -91,9 +91,9 @@ def cmd_inventory_validate(args: argparse.Namespace) -> int:
 
 def cmd_inventory_show(args: argparse.Namespace) -> int:
     estate = estate_of(args)
-    if args.slug != "zentral" and args.slug not in estate.kommunen:
+    if args.slug != "zentral" and args.slug not in estate.kommunen and args.slug not in estate.retired:
         raise UsageError(f"unknown Kommune {args.slug!r}; expected a slug from inventory/kommunen/ or 'zentral'")
-    site = estate.site(args.slug)
+    site = estate.retired.get(args.slug) or estate.site(args.slug)  # a retired one is shown as it was
     if args.format == "json":
         print(json.dumps(site.to_dict(), indent=2))
         return EXIT_OK

@@ -109,6 +109,8 @@ def secrets(state: Path, estate: Estate) -> dict[str, str]:
     out = {}
     for f in _files(base):
         rel = f.relative_to(base)
+        if rel.parts[0] in estate.retired:
+            continue  # a retired Kommune's (kept to read its backups): zentral no longer applies any
         if rel.parts[0] in estate.kommunen and rel.name not in KOMMUNE_SECRETS:
             continue  # a Kommune's own (AD administrator, probe, ...): zentral never reads it
         out[str(rel)] = _sha(f.read_bytes())
