@@ -66,7 +66,7 @@ def _directory(lab) -> dict[str, str]:
     """What nalbach's DC and gateway hold of the endpoint: computer account, A, PTR, reservation."""
     ep = _endpoint(lab)
     dc = _dc(lab)
-    computer = lab.ssh(dc, f"sudo -n samba-tool computer show {ENDPOINT.upper()}$ --attributes=dn")
+    computer = lab.ssh(dc, f"sudo -n samba-tool computer show {ENDPOINT.upper()} --attributes=distinguishedName")
     a = lab.ssh(dc, f"host -t A {ep.fqdn} 127.0.0.1")
     ptr = lab.ssh(dc, f"host {ep.address} 127.0.0.1")
     kea = lab.ssh(_gw(lab), "sudo -n cat /etc/kea/kea-dhcp4.conf")
