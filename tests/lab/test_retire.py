@@ -163,11 +163,11 @@ def _zentral_view(lab) -> dict[str, bool]:
     hub = next(h.short for h in lab.estate.zentral.hosts if "vpn_hub" in h.roles)
     peers = _zentral(lab, hub, "sudo -n wg show all allowed-ips")
     senders = _zentral(lab, "log", "sudo -n cat /etc/rsyslog.d/basisit-senders.json")
-    htpasswd = _zentral(lab, "backup", "sudo -n cat /etc/basisit-restic/htpasswd")
+    users = _zentral(lab, "backup", "sudo -n cut -d: -f1 /etc/basisit-restic/htpasswd")
     repo = lab.ssh(playbook.host_address(lab, "zentral-backup"), f"sudo -n test -d /srv/restic/{RETIRED}")
     return {
         "peer": f"{site.vpn_address}/32" in peers or str(site.block) in peers,
-        "credential": any(ln.startswith(f"{RETIRED}:") for ln in htpasswd.splitlines()),
+        "credential": RETIRED in users.split(),
         "log sender": any(f'"{a}"' in senders for a in addresses),
         "repository": repo.returncode == 0,
     }
