@@ -110,10 +110,26 @@ def _mem(r: dict) -> str:
     )
 
 
-def rows() -> list[tuple[str, str, str, str, str]]:
-    """(what, figure, detail, machine, date)"""
-    out = []
-    ro = _load("rollout.json").get("results", {})
+Row = tuple[str, str, str, str, str]  # (what, figure, detail, machine, date)
+
+
+def rows() -> list[Row]:
+    """(what, figure, detail, machine, date), in the order of the table."""
+    rollout = _load("rollout.json").get("results", {})
+    return [
+        *_lab_rows(rollout),
+        *_verify_rows(),
+        *_stacks_rows(),
+        *_validate_rows(),
+        *_inventory_rows(),
+        *_hardening_rows(),
+        *_scale_rows(rollout),
+    ]
+
+
+def _lab_rows(ro: dict) -> list[Row]:
+    """`make lab` cold, warm and again; the idempotent re-run of one Kommune."""
+    out: list[Row] = []
     labels = {
         "make_lab_cold": "`make lab`, cold (image built, fresh state)",
         "make_lab_warm": "`make lab`, warm (image cached, fresh state)",
@@ -140,6 +156,12 @@ def rows() -> list[tuple[str, str, str, str, str]]:
         )
     else:
         out.append(("idempotent re-run of one Kommune", "not measured", "", "", ""))
+    return out
+
+
+def _verify_rows() -> list[Row]:
+    """`basisit verify`: one Kommune, with zentral, a wave."""
+    out: list[Row] = []
     v = _load("verify.json")
     labels = {"one_kommune": "verify, one Kommune", "one_kommune_and_zentral": "verify, Kommune + zentral"}
     labels["wave_runs"] = "verify, wave"
@@ -155,6 +177,12 @@ def rows() -> list[tuple[str, str, str, str, str]]:
                     _date(v.get("date", "")),
                 )
             )
+    return out
+
+
+def _stacks_rows() -> list[Row]:
+    """The Pulumi mock run of every stack."""
+    out: list[Row] = []
     s = _load("stacks.json")
     if s:
         cpu = f"{s['cpu_seconds']:.1f} s CPU; " if "cpu_seconds" in s else ""
@@ -179,6 +207,12 @@ def rows() -> list[tuple[str, str, str, str, str]]:
                 _date(s.get("date", "")),
             )
         )
+    return out
+
+
+def _validate_rows() -> list[Row]:
+    """`basisit inventory validate`: the shipped inventory and hostile input."""
+    out: list[Row] = []
     va = _load("validate.json")
     labels = {
         "shipped": "`basisit inventory validate`, the shipped inventory",
@@ -203,6 +237,12 @@ def rows() -> list[tuple[str, str, str, str, str]]:
                 _date(va.get("date", "")),
             )
         )
+    return out
+
+
+def _inventory_rows() -> list[Row]:
+    """`ansible-inventory --list` through the plugin."""
+    out: list[Row] = []
     i = _load("inventory.json")
     if i:
         hb = i["hostvars_bytes"]
@@ -220,7 +260,12 @@ def rows() -> list[tuple[str, str, str, str, str]]:
         )
     else:
         out.append(("`ansible-inventory -i inventory --list`", "not measured", "", "", ""))
-    out += _hardening_rows()
+    return out
+
+
+def _scale_rows(ro: dict) -> list[Row]:
+    """A rollout of a larger selection."""
+    out: list[Row] = []
     r = ro.get("scale")
     if r:
         detail = "; ".join(x for x in (r.get("summary", ""), _mem(r)) if x)
@@ -238,7 +283,7 @@ def rows() -> list[tuple[str, str, str, str, str]]:
     return out
 
 
-def _hardening_rows() -> list[tuple[str, str, str, str, str]]:
+def _hardening_rows() -> list[Row]:
     h = _load("hardening.json")
     out = []
     for phase in ("before", "after"):
