@@ -294,112 +294,142 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             self._add_host_to_keyed_groups(keyed, variables, name, strict=strict)
 
     def _populate(self, estate, inv_dir: str, state: str, inv) -> None:
-        from basisit import model, policy, sitefacts
-        from basisit.lab import plan as lab_plan
+        from basisit import sitefacts
 
-        std = estate.standard
         inv.add_group("kommunen")
         inv.add_group("not_realised")
-        # The zentral offerings every site uses, by role: {role: [{name, address}]}.
-        inv.set_variable(
-            "all",
-            "basisit_zentral_services",
-            {
-                role: [
-                    {
-                        "name": h.name,
-                        "address": str(h.address),
-                        "addresses": {z: str(a) for z, a in h.addresses.items()},
-                    }
-                    for h in estate.zentral.hosts_with_role(role)
-                ]
-                for role in sorted({r for h in estate.zentral.hosts for r in h.roles})
-            },
-        )
-        # Of the standard, what roles read (admins and service settings); the allow matrix, the
-        # addressing plan and the host kinds are the model's input, already resolved above.
-        inv.set_variable("all", "basisit_standard", standard_vars(std))
-        # The account Ansible connects as (base keeps it, its sudo rule and its sshd group).
-        inv.set_variable("all", "basisit_automation_user", model.AUTOMATION_USER)
-        # Where the model lives: lookup('basisit_model', ...) reads the same estate.
-        inv.set_variable("all", "basisit_inventory_dir", inv_dir)
-        # Where lab secrets (mode 0600) and other runtime state live on the control host.
-        inv.set_variable("all", "basisit_state_dir", state)
+        _add_global_vars(inv, estate, inv_dir, state)
         for site in estate.sites:
             try:
                 # Facts are input: checked against the model (addresses, ssh options) before any reach ssh.
                 facts = sitefacts.read(Path(state), site.slug, estate)
             except sitefacts.FactsError as e:
                 raise AnsibleParserError(str(e)) from None
-            if site.is_zentral:
-                site_group = inv.add_group("zentral")
-                groups = [site_group]
-            else:
-                # The Kommune group is the slug itself so that `-l bexbach` and `-l st-wendel` work.
-                site_group = inv.add_group(site.slug)
-                inv.add_child("kommunen", site_group)
-                k = site.kommune
-                groups = [
-                    site_group,
-                    inv.add_group(group_name("district", k.district)),
-                    inv.add_group(group_name("wave", k.wave)),
-                    inv.add_group(group_name("size", site.size)),
-                ]
-            site_vars = site.to_dict()
-            site_vars.pop("hosts")
-            site_vars["reverse_zones"] = reverse_zones(site)
-            inv.set_variable(site_group, "basisit_site", site_vars)
-            inv.set_variable(site_group, "basisit_standard_version", std.version)
-            realised = (facts or {}).get("hosts", {})
-            ssh = (facts or {}).get("ssh", {})
+            groups = _add_site(inv, site, estate.standard.version)
             for host in site.hosts:
-                inv.add_host(host.name, group=site_group)
-                for g in groups[1:]:
-                    inv.add_host(host.name, group=g)
-                for role in host.roles:
-                    inv.add_host(host.name, group=inv.add_group(role))
-                hv = host.to_dict()
-                if "asset" in hv:
-                    # DHCP client identifier (type 0 + asset tag): the gateway's reservation key.
-                    tag = hv["asset"]["asset_tag"].encode()
-                    hv["asset"]["dhcp_client_id"] = ":".join(f"{b:02x}" for b in b"\0" + tag)
-                inv.set_variable(host.name, "basisit_host", hv)
-                inv.set_variable(host.name, "basisit_roles", hv["roles"])
-                inv.set_variable(host.name, "basisit_backend", facts["backend"] if facts else "planned")
-                # The lab's control host is not zentral's mgmt host: firewalls must also admit its SSH.
-                control = (
-                    [str(lab_plan.control_address(estate).ip) + "/32"] if facts and facts["backend"] == "lab" else []
-                )
-                inv.set_variable(host.name, "basisit_control_sources", control)
-                if policy.PACKAGE_PROXY_ROLE in host.roles:
-                    # The package proxy's upstream: direct in the cloud; in the lab the forwarder
-                    # `basisit lab up` runs on the control host (and the mirrors it forwards to).
-                    inv.set_variable(host.name, "basisit_package_upstream", package_upstream(state, facts))
-                # Of the allow matrix only the names of the rules the host may open connections
-                # under (base forwards logs where a log rule admits it); the rule sets (input,
-                # forward) and the hub's peers come from lookup('basisit_model', ...) where a role
-                # needs them, computed by basisit.policy on the control host.
-                inv.set_variable(host.name, "basisit_firewall_outbound_rules", policy.outbound_rule_names(estate, host))
-                real = realised.get(host.name)
-                if facts and real is None:
-                    inv.add_host(host.name, group="not_realised")
-                    inv.set_variable(host.name, "ansible_host", str(host.address))
-                    continue
-                inv.set_variable(host.name, "ansible_host", real["ansible_host"] if real else str(host.address))
-                if real and "ansible_port" in real:
-                    inv.set_variable(host.name, "ansible_port", real["ansible_port"])
-                if ssh.get("user"):
-                    inv.set_variable(host.name, "ansible_user", ssh["user"])
-                # A login account the facts name other than root (the automation account): every
-                # play runs with sudo (tasks delegated to the control host take its vars there).
-                inv.set_variable(host.name, "ansible_become", bool(ssh.get("user")) and ssh["user"] != "root")
-                if ssh.get("private_key_file"):
-                    inv.set_variable(host.name, "ansible_ssh_private_key_file", ssh["private_key_file"])
-                args = ssh.get("common_args", "")
-                if ssh.get("known_hosts_file"):
-                    args = f"{args} -o UserKnownHostsFile={ssh['known_hosts_file']}".strip()
-                if args:
-                    inv.set_variable(host.name, "ansible_ssh_common_args", args)
+                _add_host(inv, host, groups)
+                _add_host_model_vars(inv, estate, host, state, facts)
+                _add_host_connection_vars(inv, host, facts)
+
+
+def _add_global_vars(inv, estate, inv_dir: str, state: str) -> None:
+    """The variables of group all: zentral's services, the standard, where model and state live."""
+    from basisit import model
+
+    # The zentral offerings every site uses, by role: {role: [{name, address}]}.
+    inv.set_variable(
+        "all",
+        "basisit_zentral_services",
+        {
+            role: [
+                {
+                    "name": h.name,
+                    "address": str(h.address),
+                    "addresses": {z: str(a) for z, a in h.addresses.items()},
+                }
+                for h in estate.zentral.hosts_with_role(role)
+            ]
+            for role in sorted({r for h in estate.zentral.hosts for r in h.roles})
+        },
+    )
+    # Of the standard, what roles read (admins and service settings); the allow matrix, the
+    # addressing plan and the host kinds are the model's input, already resolved above.
+    inv.set_variable("all", "basisit_standard", standard_vars(estate.standard))
+    # The account Ansible connects as (base keeps it, its sudo rule and its sshd group).
+    inv.set_variable("all", "basisit_automation_user", model.AUTOMATION_USER)
+    # Where the model lives: lookup('basisit_model', ...) reads the same estate.
+    inv.set_variable("all", "basisit_inventory_dir", inv_dir)
+    # Where lab secrets (mode 0600) and other runtime state live on the control host.
+    inv.set_variable("all", "basisit_state_dir", state)
+
+
+def _add_site(inv, site, standard_version: int) -> list[str]:
+    """The site's group (the slug, or zentral) with its variables, and a Kommune's district, wave
+    and size groups: [site group, *the others]."""
+    if site.is_zentral:
+        site_group = inv.add_group("zentral")
+        groups = [site_group]
+    else:
+        # The Kommune group is the slug itself so that `-l bexbach` and `-l st-wendel` work.
+        site_group = inv.add_group(site.slug)
+        inv.add_child("kommunen", site_group)
+        k = site.kommune
+        groups = [
+            site_group,
+            inv.add_group(group_name("district", k.district)),
+            inv.add_group(group_name("wave", k.wave)),
+            inv.add_group(group_name("size", site.size)),
+        ]
+    site_vars = site.to_dict()
+    site_vars.pop("hosts")
+    site_vars["reverse_zones"] = reverse_zones(site)
+    inv.set_variable(site_group, "basisit_site", site_vars)
+    inv.set_variable(site_group, "basisit_standard_version", standard_version)
+    return groups
+
+
+def _add_host(inv, host, groups: list[str]) -> None:
+    """The host in its site's groups and in one group per role."""
+    inv.add_host(host.name, group=groups[0])
+    for g in groups[1:]:
+        inv.add_host(host.name, group=g)
+    for role in host.roles:
+        inv.add_host(host.name, group=inv.add_group(role))
+
+
+def _add_host_model_vars(inv, estate, host, state: str, facts: dict | None) -> None:
+    """What the model says of the host: basisit_host (with its DHCP client id), its roles, backend,
+    the control sources its firewall admits, the package upstream, its outbound rule names."""
+    from basisit import policy
+    from basisit.lab import plan as lab_plan
+
+    hv = host.to_dict()
+    if "asset" in hv:
+        # DHCP client identifier (type 0 + asset tag): the gateway's reservation key.
+        tag = hv["asset"]["asset_tag"].encode()
+        hv["asset"]["dhcp_client_id"] = ":".join(f"{b:02x}" for b in b"\0" + tag)
+    inv.set_variable(host.name, "basisit_host", hv)
+    inv.set_variable(host.name, "basisit_roles", hv["roles"])
+    inv.set_variable(host.name, "basisit_backend", facts["backend"] if facts else "planned")
+    # The lab's control host is not zentral's mgmt host: firewalls must also admit its SSH.
+    control = [str(lab_plan.control_address(estate).ip) + "/32"] if facts and facts["backend"] == "lab" else []
+    inv.set_variable(host.name, "basisit_control_sources", control)
+    if policy.PACKAGE_PROXY_ROLE in host.roles:
+        # The package proxy's upstream: direct in the cloud; in the lab the forwarder
+        # `basisit lab up` runs on the control host (and the mirrors it forwards to).
+        inv.set_variable(host.name, "basisit_package_upstream", package_upstream(state, facts))
+    # Of the allow matrix only the names of the rules the host may open connections
+    # under (base forwards logs where a log rule admits it); the rule sets (input,
+    # forward) and the hub's peers come from lookup('basisit_model', ...) where a role
+    # needs them, computed by basisit.policy on the control host.
+    inv.set_variable(host.name, "basisit_firewall_outbound_rules", policy.outbound_rule_names(estate, host))
+
+
+def _add_host_connection_vars(inv, host, facts: dict | None) -> None:
+    """How Ansible reaches the host: the facts' address, port, user, become, key and SSH options;
+    a host the site's facts do not list goes to not_realised (at its planned address)."""
+    realised = (facts or {}).get("hosts", {})
+    ssh = (facts or {}).get("ssh", {})
+    real = realised.get(host.name)
+    if facts and real is None:
+        inv.add_host(host.name, group="not_realised")
+        inv.set_variable(host.name, "ansible_host", str(host.address))
+        return
+    inv.set_variable(host.name, "ansible_host", real["ansible_host"] if real else str(host.address))
+    if real and "ansible_port" in real:
+        inv.set_variable(host.name, "ansible_port", real["ansible_port"])
+    if ssh.get("user"):
+        inv.set_variable(host.name, "ansible_user", ssh["user"])
+    # A login account the facts name other than root (the automation account): every
+    # play runs with sudo (tasks delegated to the control host take its vars there).
+    inv.set_variable(host.name, "ansible_become", bool(ssh.get("user")) and ssh["user"] != "root")
+    if ssh.get("private_key_file"):
+        inv.set_variable(host.name, "ansible_ssh_private_key_file", ssh["private_key_file"])
+    args = ssh.get("common_args", "")
+    if ssh.get("known_hosts_file"):
+        args = f"{args} -o UserKnownHostsFile={ssh['known_hosts_file']}".strip()
+    if args:
+        inv.set_variable(host.name, "ansible_ssh_common_args", args)
 
 
 STANDARD_VARS = ("version", "admins", "access", "services")
