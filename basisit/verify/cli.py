@@ -26,6 +26,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from basisit import sitefacts
@@ -66,6 +67,34 @@ def _waivers(args, estate) -> list[wv.Waiver]:
     return wv.load(Path(args.inventory) / wv.FILENAME, estate)
 
 
+@dataclass(frozen=True)
+class VerifyOptions:
+    """What a verify run needs of its command line, checked and built once by cmd_verify."""
+
+    inventory: Path
+    suite: Path
+    jobs: int
+    connect_timeout: int
+    pytest_args: tuple[str, ...] = ()  # extra pytest arguments (a leading "--" dropped)
+    dashboard: bool = True
+    check_zentral: bool = False  # zentral's own checks run (selected and realised)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, check_zentral: bool) -> VerifyOptions:
+        extra = list(args.pytest_args or [])
+        if extra[:1] == ["--"]:
+            extra = extra[1:]
+        return cls(
+            inventory=Path(args.inventory),
+            suite=args.suite,
+            jobs=args.jobs,
+            connect_timeout=args.connect_timeout,
+            pytest_args=tuple(extra),
+            dashboard=not args.no_dashboard,
+            check_zentral=check_zentral,
+        )
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     estate = estate_of(args)
     try:
@@ -89,8 +118,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.connect_timeout < 1:
         raise UsageError(f"--connect-timeout {args.connect_timeout}: expected seconds >= 1")
     slugs = select_sites(estate, args.kommune, args.wave, args.all)
-    args.check_zentral = bool(args.all or args.zentral)
-    if not slugs and not args.check_zentral:
+    with_zentral = bool(args.all or args.zentral)
+    if not slugs and not with_zentral:
         raise UsageError("nothing selected; name Kommunen with --kommune SLUG, a wave with --wave W, or --all")
     if not args.suite.is_dir():
         raise UsageError(f"{args.suite}: no such test suite directory")
@@ -98,7 +127,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     named = set(args.kommune or []) | ({"zentral"} if args.zentral else set())
     try:
         realised, unrealised = sitefacts.realised_sites(
-            state, estate, [*slugs, *(["zentral"] if args.check_zentral else [])], named
+            state, estate, [*slugs, *(["zentral"] if with_zentral else [])], named
         )
     except sitefacts.FactsError as e:
         print(f"basisit: {e}", file=sys.stderr)
@@ -106,75 +135,34 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if unrealised:
         print(f"not realised, left out: {', '.join(unrealised)}")
     slugs = [s for s in realised if s != "zentral"]
-    args.check_zentral = "zentral" in realised
+    opts = VerifyOptions.from_args(args, check_zentral="zentral" in realised)
     with targets.run_lock(state) as alone:
-        return run(args, estate, state, slugs, waiver_list, alone)
+        return run(opts, estate, state, slugs, waiver_list, alone)
 
 
-def run(args, estate, state: Path, slugs: list[str], waiver_list: list[wv.Waiver], alone=lambda: True) -> int:
+def run(
+    opts: VerifyOptions, estate, state: Path, slugs: list[str], waiver_list: list[wv.Waiver], alone=lambda: True
+) -> int:
+    """One verify run: probe the hosts, run the suite, classify, write reports, history and dashboard."""
     started = dt.datetime.now(dt.UTC)
     run_id = started.strftime("%Y%m%dT%H%M%S") + f"{started.microsecond // 1000:03d}Z"
     run_dir = state / "reports" / "runs" / run_id
     t0 = time.monotonic()
-
     try:
-        hosts = targets.hosts_of(estate, state, slugs, check_zentral=getattr(args, "check_zentral", False))
+        hosts = targets.hosts_of(estate, state, slugs, check_zentral=opts.check_zentral)
     except sitefacts.FactsError as e:  # another site's facts (cross-site checks reach its hosts too)
         print(f"basisit: {e}", file=sys.stderr)
         return EXIT_INPUT
     run_dir.mkdir(parents=True, exist_ok=True)
-    config = targets.write_ssh_config(hosts, state, args.connect_timeout)
-    targets.probe_all(hosts, config, jobs=16, connect_timeout=args.connect_timeout)
-    for h in hosts:
-        if h.check and not h.reachable:
-            print(f"{h.name}: {h.error}")
-    checked = [*slugs, "zentral"] if getattr(args, "check_zentral", False) else slugs
-    ctx = targets.write_context(run_dir / "context.json", hosts, config, checked, args.inventory)
+    checked = [*slugs, "zentral"] if opts.check_zentral else slugs
+    config, ctx = _probe(opts, hosts, state, run_dir, checked)
     t_probe = time.monotonic() - t0
 
     raw_path = run_dir / "raw.json"
-    extra = list(args.pytest_args or [])
-    if extra[:1] == ["--"]:
-        extra = extra[1:]
-    cmd = [
-        sys.executable,
-        "-m",
-        "pytest",
-        str(args.suite),
-        "-p",
-        "basisit.verify.plugin",
-        "-p",
-        "no:cacheprovider",
-        "--basisit-results",
-        str(raw_path),
-        "-q",
-        "-rfE",
-        "--no-header",
-        "-o",
-        "addopts=--strict-markers",
-        "-n",
-        str(args.jobs if args.jobs > 1 else 0),
-        *extra,
-    ]
-    env = os.environ | {
-        targets.CONTEXT_ENV: str(ctx.resolve()),
-        "BASISIT_INVENTORY": str(Path(args.inventory).resolve()),
-        "BASISIT_STATE": str(state.resolve()),
-        "PYTHONDONTWRITEBYTECODE": "1",
-    }
-    log = run_dir / "pytest.log"
-    with log.open("w", encoding="utf-8") as fh:
-        fh.write("$ " + " ".join(cmd) + "\n")
-        fh.flush()
-        rc = subprocess.call(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    rc, log = _run_suite(opts, ctx, state, run_dir, raw_path)
     if alone():  # another verify on this state directory may still use the master connections
         targets.stop_masters([h for h in hosts if h.reachable], config)
-    for name, reason in targets.marked_unreachable(run_dir).items():  # hosts that stopped answering mid-run
-        for h in hosts:
-            if h.name == name and h.reachable is not False:
-                h.reachable, h.error = False, reason.removeprefix(f"{name}: ")
-                if h.check:
-                    print(f"{h.name}: {h.error}")
+    _mark_unreachable_midrun(hosts, run_dir)
     if not raw_path.exists():
         tail = log.read_text(encoding="utf-8").strip().splitlines()[-15:]
         print(f"basisit: the check run did not complete (pytest exit {rc}); see {log}:", file=sys.stderr)
@@ -199,28 +187,107 @@ def run(args, estate, state: Path, slugs: list[str], waiver_list: list[wv.Waiver
         "hosts": [
             {"name": h.name, "kommune": h.kommune, "reachable": h.reachable, "error": h.error} for h in hosts if h.check
         ],
-        "jobs": args.jobs,
+        "jobs": opts.jobs,
         "pytest_exit": rc,
         "gated": raw.get("gated", []),
         "exit_status": status,
         "report_dir": str(run_dir),
-        "partial": bool(extra),
+        "partial": bool(opts.pytest_args),
     }
+    index = _write_reports(opts, estate, state, run_dir, run_info, res, check_hosts, waiver_list, today)
+    _print_summary(res, run_info, run_dir, index)
+    return status
+
+
+def _probe(opts: VerifyOptions, hosts: list, state: Path, run_dir: Path, checked: list[str]) -> tuple[Path, Path]:
+    """The SSH config and one master connection per host (a host that does not answer is
+    unreachable, and said so); the context file the suite reads. Returns (ssh config, context)."""
+    config = targets.write_ssh_config(hosts, state, opts.connect_timeout)
+    targets.probe_all(hosts, config, jobs=16, connect_timeout=opts.connect_timeout)
+    for h in hosts:
+        if h.check and not h.reachable:
+            print(f"{h.name}: {h.error}")
+    ctx = targets.write_context(run_dir / "context.json", hosts, config, checked, opts.inventory)
+    return config, ctx
+
+
+def pytest_command(opts: VerifyOptions, raw_path: Path) -> list[str]:
+    """The suite's pytest command line: the results plugin, xdist workers, the extra arguments."""
+    return [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(opts.suite),
+        "-p",
+        "basisit.verify.plugin",
+        "-p",
+        "no:cacheprovider",
+        "--basisit-results",
+        str(raw_path),
+        "-q",
+        "-rfE",
+        "--no-header",
+        "-o",
+        "addopts=--strict-markers",
+        "-n",
+        str(opts.jobs if opts.jobs > 1 else 0),
+        *opts.pytest_args,
+    ]
+
+
+def _run_suite(opts: VerifyOptions, ctx: Path, state: Path, run_dir: Path, raw_path: Path) -> tuple[int, Path]:
+    """Run the compliance suite with its output in run_dir/pytest.log; (pytest's exit, the log)."""
+    cmd = pytest_command(opts, raw_path)
+    env = os.environ | {
+        targets.CONTEXT_ENV: str(ctx.resolve()),
+        "BASISIT_INVENTORY": str(opts.inventory.resolve()),
+        "BASISIT_STATE": str(state.resolve()),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    log = run_dir / "pytest.log"
+    with log.open("w", encoding="utf-8") as fh:
+        fh.write("$ " + " ".join(cmd) + "\n")
+        fh.flush()
+        rc = subprocess.call(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    return rc, log
+
+
+def _mark_unreachable_midrun(hosts: list, run_dir: Path) -> None:
+    """Hosts that stopped answering during the run (the plugin marked them) are unreachable."""
+    for name, reason in targets.marked_unreachable(run_dir).items():
+        for h in hosts:
+            if h.name == name and h.reachable is not False:
+                h.reachable, h.error = False, reason.removeprefix(f"{name}: ")
+                if h.check:
+                    print(f"{h.name}: {h.error}")
+
+
+def _write_reports(
+    opts: VerifyOptions,
+    estate,
+    state: Path,
+    run_dir: Path,
+    run_info: dict,
+    res: list[results.Result],
+    check_hosts: list[results.Target],
+    waiver_list: list[wv.Waiver],
+    today: dt.date,
+) -> Path | None:
+    """results.json (with the waivers that apply), junit.xml, the history and the dashboard
+    (unless --no-dashboard); returns the dashboard's index."""
     relevant = [
         wv.to_dict(w, today)
         for w in waiver_list
         if any(wv.in_scope(w, t.name, t.kommune, t.roles) for t in check_hosts)
     ]
     results.write_json(run_dir / "results.json", run_info, res, relevant)
-    results.write_junit(run_dir / "junit.xml", res, run_id)
+    results.write_junit(run_dir / "junit.xml", res, run_info["id"])
     history.append(history.path_in(state), run_info, res)
-    index = None
-    if not args.no_dashboard:
-        from basisit.report import dashboard
+    if not opts.dashboard:
+        return None
+    from basisit.report import dashboard
 
-        index = dashboard.render(estate, state, state / "reports" / "dashboard", waiver_list, today)
-    _print_summary(res, run_info, run_dir, index)
-    return status
+    return dashboard.render(estate, state, state / "reports" / "dashboard", waiver_list, today)
 
 
 def _print_summary(res: list[results.Result], run: dict, run_dir: Path, index: Path | None) -> None:
