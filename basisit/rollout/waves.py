@@ -28,8 +28,10 @@ class SiteState:
         return (self.finished or time.monotonic()) - self.started
 
 
-@dataclass
+@dataclass(frozen=True)
 class Plan:
+    """What to roll out and how: the typed options `basisit rollout` builds once from its command line."""
+
     sites: list[str]  # Kommunen in order; the first is the canary
     parallel: int = 2
     max_failures: int = 0
