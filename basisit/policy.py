@@ -179,10 +179,27 @@ def _zentral_flows(estate: Estate) -> list[Flow]:
             dsts = [_End(_host_net(h.address), (h,)) for h in z.hosts]
         elif rule.to.startswith(ZENTRAL_PREFIX):
             dsts = _resolve_dst(estate, z, rule.to, rule.name, None)
+            for d in dsts:  # each destination from the address the source really connects from
+                flows += _expand(rule, z.slug, [_near_source(s, d) for s in srcs], [d])
+            continue
         else:
             continue  # names a Kommune zone or role: applied per Kommune
         flows += _expand(rule, z.slug, srcs, dsts)
     return flows
+
+
+def _near_source(src: _End, dst: _End) -> _End:
+    """A zentral host in the destination's own zone connects from its address in that zone (the
+    kernel picks the address of the directly connected network): zentral's gateway, in every
+    zone, reaches the log host in `services` from its services address, not its primary one.
+    Any other source (a zone, a host outside the destination's zone) stays as it is."""
+    if src.net.prefixlen != 32 or len(src.hosts) != 1 or len(dst.hosts) != 1:
+        return src
+    zones = [zone for zone, a in dst.hosts[0].addresses.items() if a in dst.net]
+    host = src.hosts[0]
+    if zones and zones[0] in host.addresses and host.addresses[zones[0]] not in src.net:
+        return _End(_host_net(host.addresses[zones[0]]), src.hosts)
+    return src
 
 
 # Memo of flows per (estate object, site): the estate is immutable, and zentral's flows walk

@@ -59,6 +59,7 @@ RULE_FEATURE = {
     "server-backup": "backup_server",
     "server-log": "log_host",
     "gateway-log": "log_host",
+    **{r: "log_host" for r in ("zentral-gateway-log", "zentral-mgmt-log", "zentral-backup-log")},
     "dc-replication": "ad_dc/join",
     "dc-replication-udp": "ad_dc/join",
     **{r: "package_proxy" for r in ("server-packages", "client-packages", "gateway-packages")},

@@ -36,19 +36,30 @@ def _host(estate, name):
 
 
 def _expected_senders(estate) -> dict[str, str]:
-    """Written from the standard's two log rules by hand (server-log: the server zone;
-    gateway-log: the transfer zone), independent of policy's resolver."""
+    """Written from the standard's log rules by hand (server-log: the server zone; gateway-log:
+    the transfer zone; zentral's gateway from its services address, the log host's zone, its
+    management host and backup server from their one address), independent of policy's resolver."""
     out = {}
     for k in estate.kommunen.values():
         for h in k.hosts:
             for zone, addr in h.addresses.items():
                 if zone in ("server", "transfer"):
                     out[str(addr)] = h.name
-    return out
+    zentral = {h.name: h for h in estate.zentral.hosts}
+    out[str(zentral["zentral-gw"].addresses["services"])] = "zentral-gw"
+    out[str(zentral["zentral-mgmt"].address)] = "zentral-mgmt"
+    out[str(zentral["zentral-backup"].address)] = "zentral-backup"
+    return dict(sorted(out.items(), key=lambda kv: tuple(int(x) for x in kv[0].split("."))))
 
 
 def test_log_rules_are_the_rules_naming_the_log_host(estate):
-    assert policy.log_rules(estate) == ["gateway-log", "server-log"]
+    assert policy.log_rules(estate) == [
+        "gateway-log",
+        "server-log",
+        "zentral-backup-log",
+        "zentral-gateway-log",
+        "zentral-mgmt-log",
+    ]
 
 
 def test_senders_are_every_kommune_server_and_gateway_address(estate):
@@ -59,7 +70,9 @@ def test_senders_are_every_kommune_server_and_gateway_address(estate):
     nalbach = {a: n for a, n in got.items() if n.startswith("nalbach-")}
     assert nalbach == {"10.160.168.65": "nalbach-gw", "10.160.168.74": "nalbach-dc1", "10.160.168.130": "nalbach-gw"}
     names = set(got.values())
-    assert not any(n.startswith("zentral-") for n in names)
+    # zentral's hosts but the log host itself; the gateway from its services address only
+    zentral = {a: n for a, n in got.items() if n.startswith("zentral-")}
+    assert zentral == {"10.160.0.10": "zentral-mgmt", "10.160.0.65": "zentral-gw", "10.160.0.74": "zentral-backup"}
     assert not {h.name for h in estate.hosts() if "endpoint" in h.roles} & names
     assert len(got) > 150 and list(got) == sorted(got, key=lambda a: tuple(int(x) for x in a.split(".")))
 

@@ -136,6 +136,28 @@ def test_zentral_flows_collect_every_kommune():
     assert {f.src for f in operators} == {ESTATE.zentral.zones["management"].network}
 
 
+def test_a_multi_homed_zentral_source_connects_from_its_address_in_the_destination_zone():
+    """zentral's gateway has an address in every zone: to the log host (services) it connects from
+    its services address, as the kernel picks it; to the package proxy (management) from its
+    management one. Single-homed sources keep their one address."""
+    z = ESTATE.zentral
+    gw, mgmt, log = z.host("gw"), z.host("mgmt"), z.host("log")
+    flows = [f for f in policy.flows(ESTATE, "zentral") if f.site == "zentral"]
+    (to_log,) = by_rule(flows, "zentral-gateway-log")
+    assert (
+        to_log.src
+        == ipaddress.IPv4Network(f"{gw.addresses['services']}/32")
+        != ipaddress.IPv4Network(f"{gw.address}/32")
+    )
+    assert (to_log.dst, to_log.proto, to_log.port) == (ipaddress.IPv4Network(f"{log.address}/32"), "tcp", 514)
+    (to_proxy,) = by_rule(flows, "zentral-gateway-packages")
+    assert to_proxy.src == ipaddress.IPv4Network(f"{gw.addresses['management']}/32")
+    (mgmt_log,) = by_rule(flows, "zentral-mgmt-log")
+    assert mgmt_log.src == ipaddress.IPv4Network(f"{mgmt.address}/32")
+    # the log host keeps its own logs: no rule from it to itself
+    assert not [f for f in policy.outbound(ESTATE, log) if f.rule in policy.log_rules(ESTATE)]
+
+
 def test_zentral_flows_include_what_leaves_zentral():
     flows = policy.flows(ESTATE, "zentral")
     out = [f for f in flows if f.rule == "zentral-mgmt-ssh" and f.site == "bexbach"]

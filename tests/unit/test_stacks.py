@@ -38,8 +38,8 @@ EXPECTED_COUNTS = {
     "S": 85,
     "M": 93,
     "L": 128,
-    "zentral": 778,
-}  # zentral +2: backup-maintenance (mgmt egress, backup ingress); the *-packages rules to the package
+    "zentral": 782,
+}  # zentral +4: the zentral log rules (gateway, management host, backup server -> log host); +2: backup-maintenance (mgmt egress, backup ingress); the *-packages rules to the package
 # proxy: +3 security-group rules per Kommune, zentral +316 (the management host admits every
 # Kommune's client, server and transfer networks, and zentral's own)
 EXPECTED_SERVERS = {"S": 2, "M": 3, "L": 4, "zentral": 4}
