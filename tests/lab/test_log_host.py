@@ -1,10 +1,10 @@
 """The zentral log host files by source address (issue 12, item 9) in the session lab.
 
-A Kommune host sends raw RFC 3164 lines over TCP that claim HOSTNAME `zentral-gw`, `../evil` and
+A Kommune host sends raw RFC 3164 lines over TCP that claim HOSTNAME `zentral-log`, `../evil` and
 deeper path segments: they land under the sender's model name (nalbach-dc1), a source address
 the model does not know lands under unknown/<address>, and no file is made outside the log
 directory. Then the old receiver (files by %HOSTNAME%) is put back on purpose: it files the forged
-line under zentral-gw, the log_host checks fail with their controls, and the next converge of the
+line under zentral-log, the log_host checks fail with their controls, and the next converge of the
 receiver heals it. An extra tcp/514 accept at the top of the log host's input chain fails the
 firewall check, which names the rule.
 """
@@ -35,7 +35,11 @@ ruleset(name="basisit_remote") {
 }
 input(type="imtcp" port="514" ruleset="basisit_remote")
 """
-CLAIMS = ["zentral-gw", "../evil", "../../../../../tmp/basisit-evil", ".."]
+# A zentral host's name that never sends to the log host (the log host keeps its own logs), so
+# a directory of that name can only come from a forged claim. zentral-gw, -mgmt and -backup send
+# their logs there (their directories are legitimate).
+CLAIMED = "zentral-log"
+CLAIMS = [CLAIMED, "../evil", "../../../../../tmp/basisit-evil", ".."]
 UNKNOWN_SOURCE = "10.160.168.100"  # a free address of nalbach's server zone (the log rules admit the zone)
 
 
@@ -82,7 +86,7 @@ def test_forged_hostname_lands_under_the_senders_name(site):
         dc,
         f'ip addr add {UNKNOWN_SOURCE}/26 dev host0 && python3 -c "import socket; '
         f"s = socket.create_connection(('{log}', 514), source_address=('{UNKNOWN_SOURCE}', 0), timeout=10); "
-        f"s.sendall(b'{forged('zentral-gw', unknown).strip()}\\n'); s.close()\"; "
+        f"s.sendall(b'{forged(CLAIMED, unknown).strip()}\\n'); s.close()\"; "
         f"rc=$?; ip addr del {UNKNOWN_SOURCE}/26 dev host0; exit $rc",
     )
     assert sent.returncode == 0, sent.stderr
@@ -95,10 +99,10 @@ def test_forged_hostname_lands_under_the_senders_name(site):
     where = lab.ssh(log, f"grep -rlF {marker} /var /tmp /root /etc /srv 2>/dev/null | sort").stdout.split()
     assert where == sorted([own, f"{LOG_DIR}/unknown/{UNKNOWN_SOURCE}/syslog.log"]), where
     made = lab.ssh(
-        log, "find / -xdev -newer /root/log-stamp \\( -name '*evil*' -o -name zentral-gw \\) -print", timeout=180
+        log, f"find / -xdev -newer /root/log-stamp \\( -name '*evil*' -o -name {CLAIMED} \\) -print", timeout=180
     )
     assert made.stdout.strip() == "", made.stdout
-    assert lab.ssh(log, f"test -e {LOG_DIR}/zentral-gw || test -e /tmp/basisit-evil").returncode == 1
+    assert lab.ssh(log, f"test -e {LOG_DIR}/{CLAIMED} || test -e /tmp/basisit-evil").returncode == 1
     lab.ssh(log, f"rm -rf {LOG_DIR}/unknown/{UNKNOWN_SOURCE} /root/log-stamp")
     p, doc = verify(state, "--jobs", "2", "--", "-k", "test_log_host")
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-2000:]
@@ -113,7 +117,7 @@ def test_forged_hostname_lands_under_the_senders_name(site):
 
 
 def test_old_receiver_fails_the_checks_and_converge_heals(site):
-    """The receiver before issue 12, put back: the forged line goes to zentral-gw/, the checks fail
+    """The receiver before issue 12, put back: the forged line goes to zentral-log/, the checks fail
     with their controls; a converge of the receiver restores it and the checks pass again."""
     lab, state = site
     log, dc = addr(lab, "zentral-log"), addr(lab, "nalbach-dc1")
@@ -122,9 +126,9 @@ def test_old_receiver_fails_the_checks_and_converge_heals(site):
     try:
         r = lab.ssh(log, f"cat > {RECEIVER} && systemctl restart rsyslog", input=OLD_RECEIVER)
         assert r.returncode == 0, r.stderr
-        send_raw(lab, dc, log, forged("zentral-gw", marker))
+        send_raw(lab, dc, log, forged(CLAIMED, marker))
         # the old configuration really files by the claim (this is the fault the fix removes)
-        assert wait_for(lab, log, marker, f"{LOG_DIR}/zentral-gw/syslog.log").returncode == 0
+        assert wait_for(lab, log, marker, f"{LOG_DIR}/{CLAIMED}/syslog.log").returncode == 0
         p, doc = verify(state, "--jobs", "2", "--", "-k", "test_log_host")
     finally:
         healed, _ = playbook.run(lab, "--tags", "receiver", limit="zentral-log")
@@ -137,7 +141,7 @@ def test_old_receiver_fails_the_checks_and_converge_heals(site):
     assert conf and "HOSTNAME" in conf["message"], sorted(bad)
     assert {"gs:OPS.1.1.5.A6", "gs:OPS.1.1.5.A10"} <= set(conf["controls"])
     files = bad.get(("test_log_host::test_received_files_only_under_model_names", "zentral-log"))
-    assert files and "zentral-gw/syslog.log" in files["message"], sorted(bad)
+    assert files and f"{CLAIMED}/syslog.log" in files["message"], sorted(bad)
     arrive = bad.get(("test_log_host::test_lines_arrive_under_the_senders_model_name", "nalbach-dc1"))
     assert arrive and "filed under /var/log/remote/" in arrive["message"], sorted(bad)
     # not under its model name, but under the name it claimed (the host's own hostname, dc1)
@@ -148,7 +152,7 @@ def test_old_receiver_fails_the_checks_and_converge_heals(site):
     r = playbook.recap(healed.stdout).get("zentral-log", {})
     assert healed.returncode == 0 and r.get("changed", 0) >= 1, healed.stdout[-3000:]
     assert 'lookup("basisit_senders", $fromhost-ip)' in lab.ssh(log, f"cat {RECEIVER}").stdout
-    assert "zentral-gw" in made, made
+    assert CLAIMED in made, made
     p, doc = verify(state, "--jobs", "2", "--", "-k", "test_log_host")
     assert p.returncode == 0, [f"{r['nodeid']}: {r['message']}" for r in failing(doc)]
 
