@@ -108,27 +108,26 @@ class Ledger:
                 (run_id, site, step, version, started, now(), round(seconds, 2), result, detail, log, inputs),
             )
 
+    def _last(self, site: str, step: str, version: int, backend: str) -> tuple[str, str] | None:
+        """(result, inputs) of the site's most recent run of `step` at this standard version and
+        backend that was not skipped; None when there is none."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT s.result, s.inputs FROM steps s JOIN runs r ON r.id = s.run_id "
+                "WHERE s.site = ? AND s.step = ? AND s.standard_version = ? AND r.backend = ? "
+                "AND s.result != 'skipped' ORDER BY s.rowid DESC LIMIT 1",
+                (site, step, version, backend),
+            ).fetchone()
+
     def verified(self, site: str, version: int, backend: str) -> bool:
         """True when the site's most recent verify at this standard version (and backend) passed."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT s.result FROM steps s JOIN runs r ON r.id = s.run_id "
-                "WHERE s.site = ? AND s.step = 'verify' AND s.standard_version = ? AND r.backend = ? "
-                "AND s.result != 'skipped' ORDER BY s.rowid DESC LIMIT 1",
-                (site, version, backend),
-            ).fetchone()
+        row = self._last(site, "verify", version, backend)
         return bool(row and row[0] == "ok")
 
     def converged(self, site: str, version: int, backend: str, inputs: str) -> bool:
         """True when the site's most recent converge at this standard version (and backend)
         passed with these inputs (an empty digest never matches)."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT s.result, s.inputs FROM steps s JOIN runs r ON r.id = s.run_id "
-                "WHERE s.site = ? AND s.step = 'converge' AND s.standard_version = ? AND r.backend = ? "
-                "AND s.result != 'skipped' ORDER BY s.rowid DESC LIMIT 1",
-                (site, version, backend),
-            ).fetchone()
+        row = self._last(site, "converge", version, backend)
         return bool(inputs and row and row[0] == "ok" and row[1] == inputs)
 
     def steps(self, run_id: int) -> list[tuple]:
