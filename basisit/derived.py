@@ -32,6 +32,11 @@ VALUES: dict[str, tuple[str, Callable[[Estate, Host], object]]] = {
         "where the host's apt fetches: the package proxy's url, port, rules, listen",
         policy.package_proxy,
     ),
+    "vpn_networks": ("what a Kommune gateway routes into its tunnel ([] for other hosts)", policy.vpn_networks),
+    "firewall_underlay": (
+        "a site router's rules for its transfer (underlay) interfaces per hook ({} for other hosts)",
+        policy.underlay_rules,
+    ),
     "log_senders": ("a log host's senders, address -> host name ({} for other hosts)", policy.log_senders),
     "retired_kommunen": (
         "the Kommunen retired from the estate, whose backups zentral keeps read-only ([] for other hosts)",

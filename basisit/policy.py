@@ -399,16 +399,126 @@ def package_proxy(estate: Estate, host: Host) -> dict:
 
 def vpn_peers(estate: Estate, host: Host) -> list[dict]:
     """A VPN hub's WireGuard peers: every Kommune gateway of the estate ({kommune, address,
-    gateway}); [] for a host without the vpn_hub role. The hub knows every Kommune in advance,
-    so a site that comes up later needs no change on zentral."""
+    block, gateway}); [] for a host without the vpn_hub role. The hub knows every Kommune in
+    advance, so a site that comes up later needs no change on zentral. A peer's AllowedIPs are its
+    tunnel address and its Kommune's block: the hub routes the block into the tunnel (while the
+    peer's handshake is live, see roles/vpn_hub)."""
     if "vpn_hub" not in host.roles:
         return []
     return [
-        {"kommune": k.slug, "address": str(k.vpn_address), "gateway": gw.name}
+        {"kommune": k.slug, "address": str(k.vpn_address), "block": str(k.block), "gateway": gw.name}
         for k in estate.kommunen.values()
-        if k.vpn_address is not None
+        if k.vpn_address is not None and k.block is not None
         for gw in k.hosts_with_role("gateway")
     ]
+
+
+def vpn_networks(estate: Estate, host: Host) -> list[str]:
+    """What a Kommune gateway routes into its tunnel (its peer's AllowedIPs): zentral's networks
+    (every zone but the overlay) and the hub's tunnel address; [] for every other host."""
+    site = estate.site(host.site)
+    if site.is_zentral or "gateway" not in host.roles or site.vpn_address is None:
+        return []
+    z = estate.zentral
+    nets = [zone.network for name, zone in z.zones.items() if name != VPN_ZONE]
+    nets += [_host_net(h.addresses[VPN_ZONE]) for h in z.hosts_with_role("vpn_hub") if VPN_ZONE in h.addresses]
+    return [str(n) for n in sorted(set(nets))]
+
+
+VPN_ZONE = "vpn"
+
+
+def underlay_flows(estate: Estate, site: Site) -> list[Flow]:
+    """The flows of `site` that may cross a transfer link in clear: those of rules marked
+    `underlay` (the tunnel itself and the SSH that builds or repairs it)."""
+    rules = {r.name for r in estate.standard.allow if r.underlay}
+    return [f for f in flows(estate, site) if f.rule in rules]
+
+
+def tunnel_flows(estate: Estate, site: Site) -> list[Flow]:
+    """The flows between a Kommune and zentral that must travel inside the tunnel: every flow
+    with one end in the Kommune's block and the other in zentral's networks, except underlay ones."""
+    if site.is_zentral or site.block is None:
+        return []
+    under = set(underlay_flows(estate, site))
+    znets = site_networks(estate.zentral)
+    out = []
+    for f in flows(estate, site):
+        if f in under:
+            continue
+        a_in, b_in = f.src.subnet_of(site.block), f.dst.subnet_of(site.block)
+        a_z, b_z = any(f.src.subnet_of(n) for n in znets), any(f.dst.subnet_of(n) for n in znets)
+        if (a_in and b_z) or (a_z and b_in):
+            out.append(f)
+    return out
+
+
+def _underlay_group(found: list[tuple[str, Flow]]) -> list[dict]:
+    """(direction, flow) pairs as nftables rules ({rule, proto, direction, port_side, src, dst,
+    ports}). `direction` says which way the packet goes: `request` (src -> dst, matched on the
+    destination port) or `reply` (dst -> src, on the source port). One rule per (rule, proto,
+    direction) when its packets are exactly sources x destinations x ports (the usual case: one
+    management host, one hub), else one per destination."""
+    triples: dict[tuple, set] = {}
+    for direction, f in found:
+        a, b = (f.src, f.dst) if direction == "request" else (f.dst, f.src)
+        triples.setdefault((f.rule, f.proto, direction), set()).add((a, b, f.port))
+    out = []
+    for (rule, proto, direction), got in sorted(triples.items()):
+        srcs, dsts, ports = ({t[i] for t in got} for i in range(3))
+        parts = [got] if len(got) == len(srcs) * len(dsts) * len(ports) else _by_dst(got)
+        for part in parts:
+            out.append(
+                {
+                    "rule": rule,
+                    "proto": proto,
+                    "direction": direction,
+                    "port_side": "dport" if direction == "request" else "sport",
+                    "src": [str(n) for n in sorted({t[0] for t in part})],
+                    "dst": [str(n) for n in sorted({t[1] for t in part})],
+                    "ports": sorted({t[2] for t in part}),
+                }
+            )
+    return out
+
+
+def _by_dst(got: set) -> list[set]:
+    """Split (src, dst, port) triples per (dst, port): each part is a product of its sources."""
+    parts: dict[tuple, set] = {}
+    for t in got:
+        parts.setdefault((t[1], t[2]), set()).add(t)
+    return [parts[k] for k in sorted(parts)]
+
+
+def underlay_rules(estate: Estate, host: Host) -> dict[str, list[dict]]:
+    """What a site router admits on its transfer (underlay) interfaces, per hook: `input` (to
+    this host), `output` (from it) and `forward`, each a list of rules ({rule, proto, direction,
+    port_side, src, dst, ports}): the underlay flows that start or end at the host's addresses,
+    or that it forwards, in both directions (requests and their replies). Everything else on
+    those interfaces is refused: a service flow between a site and zentral never leaves a router
+    other than through the tunnel. {} for a host that is not a router."""
+    if not ROUTER_ROLES & set(host.roles):
+        return {}
+    mine = [_host_net(a) for a in host.addresses.values()]
+
+    def at(net: ipaddress.IPv4Network) -> bool:
+        return any(m.subnet_of(net) for m in mine)
+
+    hooks: dict[str, list[tuple[str, Flow]]] = {"input": [], "output": [], "forward": []}
+    for f in underlay_flows(estate, estate.site(host.site)):
+        # a flow from a whole network (site-vpn: the transfer zone) concerns this host only when
+        # the host is the end inside it: its own address, not its neighbours'
+        src_me = at(f.src) and (f.src.prefixlen == 32 or host.name in f.src_hosts)
+        dst_me = at(f.dst) and (f.dst.prefixlen == 32 or host.name in f.dst_hosts)
+        if dst_me:
+            hooks["input"] += [("request", f)]
+            hooks["output"] += [("reply", f)]
+        elif src_me:
+            hooks["output"] += [("request", f)]
+            hooks["input"] += [("reply", f)]
+        else:
+            hooks["forward"] += [("request", f), ("reply", f)]
+    return {k: _underlay_group(v) for k, v in hooks.items()}
 
 
 __all__ = [
@@ -434,5 +544,9 @@ __all__ = [
     "package_proxy_rules",
     "site_networks",
     "transit",
+    "tunnel_flows",
+    "underlay_flows",
+    "underlay_rules",
+    "vpn_networks",
     "vpn_peers",
 ]

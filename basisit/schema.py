@@ -144,6 +144,10 @@ class AllowRule(Strict):
     to: StrictStr
     proto: list[Literal["tcp", "udp"]]
     ports: list[Port]
+    # May cross the transfer link (the tunnel's underlay) in clear: only the tunnel itself and
+    # the SSH that builds or repairs it. Every other flow between a site and zentral is routed
+    # through the WireGuard tunnel (basisit.policy.underlay_rules).
+    underlay: StrictBool = False
 
 
 class StandardFile(Strict):

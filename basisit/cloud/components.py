@@ -197,6 +197,20 @@ class SiteNetwork(pulumi.ComponentResource):
                     remote_ip_prefix=str(r.remote),
                     opts=_opts(self, prov),
                 )
+            for r in g.egress_rules:
+                remote = str(r.remote).replace(".", "-").replace("/", "-")
+                openstack.networking.SecGroupRule(
+                    f"{g.name}-egress-{r.proto}{r.port}-{remote}",
+                    security_group_id=sg.id,
+                    description=", ".join(r.rules),
+                    direction="egress",
+                    ethertype="IPv4",
+                    protocol=r.proto,
+                    port_range_min=r.port,
+                    port_range_max=r.port,
+                    remote_ip_prefix=str(r.remote),
+                    opts=_opts(self, prov),
+                )
             if g.egress:
                 openstack.networking.SecGroupRule(
                     f"{g.name}-egress",

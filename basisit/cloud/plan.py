@@ -12,6 +12,11 @@ anything else (a rule to a zone) in a host group `<host>-sg`. The router roles (
 zentral_gateway) also admit what they forward (`policy.transit`); their nftables policy decides
 per destination. The site group carries the one egress rule; all groups are created with
 Neutron's default rules deleted.
+
+A Kommune gateway's port on the transfer network (the tunnel's underlay) carries one group of its
+own, `<gw>-sg-transfer`: ingress the underlay flows that reach the gateway, egress the underlay
+flows it opens (udp/51820 to the hub), nothing else (`policy.underlay_flows`); everything between
+the site and zentral travels inside the tunnel and never meets a security group in clear.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ class SecurityGroup:
     description: str
     rules: tuple[SgRule, ...]
     egress: bool = False  # carries the one egress-to-anywhere rule
+    egress_rules: tuple[SgRule, ...] = ()  # egress to these destinations only (remote = destination)
 
 
 @dataclass(frozen=True)
@@ -89,7 +95,7 @@ class SitePlan:
 
     @property
     def rule_count(self) -> int:
-        return sum(len(g.rules) + (1 if g.egress else 0) for g in self.security_groups)
+        return sum(len(g.rules) + len(g.egress_rules) + (1 if g.egress else 0) for g in self.security_groups)
 
 
 def neutron_pool(net: ipaddress.IPv4Network) -> tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]:
@@ -129,7 +135,24 @@ def required(estate: Estate, site: Site, host: Host) -> set[Key]:
     flows = policy.inbound(estate, host)
     if _router(host):
         flows += policy.transit(estate, site)
-    return set(_keys(flows))
+    # the router's own traffic (gateway-log from its management address) never enters its ports
+    own = {ipaddress.IPv4Network((int(a), 32)) for a in host.addresses.values()}
+    return {k for k in _keys(flows) if k[2] not in own}
+
+
+def transfer_group(host: Host) -> str | None:
+    """The group of a Kommune gateway's transfer port; None for a host without one."""
+    return f"{host.name}-sg-transfer" if "gateway" in host.roles and "transfer" in host.addresses else None
+
+
+def transfer_required(estate: Estate, site: Site, host: Host) -> set[Key]:
+    """What a gateway's transfer port admits: the underlay flows that reach the host."""
+    return {(f.proto, f.port, f.src) for f in policy.underlay_flows(estate, site) if host.name in f.dst_hosts}
+
+
+def transfer_egress(estate: Estate, site: Site, host: Host) -> set[Key]:
+    """What a gateway's transfer port may send (remote = destination): the underlay flows it opens."""
+    return {(f.proto, f.port, f.dst) for f in policy.underlay_flows(estate, site) if host.name in f.src_hosts}
 
 
 def _router(host: Host) -> bool:
@@ -183,6 +206,18 @@ def security_groups(estate: Estate, site: Site) -> tuple[tuple[SecurityGroup, ..
         SecurityGroup(name, descriptions[name], _rules(keys, names), egress=name == site_group)
         for name, keys in members.items()
     )
+    under = _keys(policy.underlay_flows(estate, site))
+    under_out = {(f.proto, f.port, f.dst): {f.rule} for f in policy.underlay_flows(estate, site)}
+    for h in hosts:
+        if (name := transfer_group(h)) is not None:
+            groups += (
+                SecurityGroup(
+                    name,
+                    f"{h.name}: the transfer link carries only the tunnel (allow rules marked underlay)",
+                    _rules(transfer_required(estate, site, h), under),
+                    egress_rules=_rules(transfer_egress(estate, site, h), under_out),
+                ),
+            )
     return groups, {k: tuple(v) for k, v in host_groups.items()}
 
 
@@ -217,7 +252,8 @@ def build(estate: Estate, site: Site) -> SitePlan:
                     host=h.name,
                     zone=zname,
                     address=h.addresses[zname],
-                    security_groups=host_groups[h.name],
+                    # the transfer port: the tunnel's underlay only
+                    security_groups=(tg,) if zname == "transfer" and (tg := transfer_group(h)) else host_groups[h.name],
                     # A router forwards packets with other sources: allow the Land supernet, never 0.0.0.0/0.
                     allowed_address_pairs=(supernet,) if router else (),
                 )

@@ -150,6 +150,14 @@ def supernet(estate: model.Estate) -> ipaddress.IPv4Network:
 # --- guest files -----------------------------------------------------------------------------
 
 
+# The transfer link's routes (a Kommune gateway to zentral's networks, zentral's gateway to a
+# Kommune's block) are the underlay: the tunnel's routes (metric 0, installed by the gateway's
+# wg-quick and the hub's route keeper) win over them. They carry a site's traffic only before its
+# tunnel exists (and while it is down), when the routers' underlay chains admit nothing but the
+# tunnel and the SSH that builds or repairs it.
+UNDERLAY_METRIC = 4000
+
+
 def networkd_file(nic: Nic, forward: bool) -> str:
     lines = [
         "# written by basisit lab",
@@ -170,7 +178,7 @@ def networkd_file(nic: Nic, forward: bool) -> str:
         lines.append("IPForward=ipv4")
     lines += ["LinkLocalAddressing=no", "IPv6AcceptRA=no", "ConfigureWithoutCarrier=yes"]
     for dest, via in nic.routes:
-        lines += ["", "[Route]", f"Destination={dest}", f"Gateway={via}"]
+        lines += ["", "[Route]", f"Destination={dest}", f"Gateway={via}", f"Metric={UNDERLAY_METRIC}"]
     return "\n".join(lines) + "\n"
 
 

@@ -47,6 +47,7 @@ class Case:
 # Which role feature a flow needs before it can connect (by allow rule).
 RULE_FEATURE = {
     "zentral-mgmt-ssh": "gateway/forward",
+    "tunnel-repair-ssh": "gateway/forward",
     "operator-ssh": "base/firewall",
     "client-dns": "ad_dc",
     "client-kerberos": "ad_dc",

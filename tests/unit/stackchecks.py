@@ -149,6 +149,10 @@ def check_security_groups(estate: Estate, site: Site, run: StackRun) -> list[str
     for h in cloud_config.servers(site):
         for p in (p for n, p in ports.items() if n.startswith(f"{h.name}-")):
             groups = p.inputs.get("securityGroupIds") or []
+            tg = cloud_plan.transfer_group(h)
+            if tg is not None and p.name == f"{h.name}-transfer":
+                problems += _check_transfer_port(estate, site, h, p, groups, rules, tg)
+                continue
             for role in h.roles:
                 if f"{site.slug}-sg-{role}-id" not in groups:
                     problems.append(f"{p.name}: lacks the security group of role {role}")
@@ -167,6 +171,31 @@ def check_security_groups(estate: Estate, site: Site, run: StackRun) -> list[str
                 problems.append(f"{p.name}: policy flow {k[0]}/{k[1]} from {k[2]} not admitted")
             for k in sorted(admitted - need):
                 problems.append(f"{p.name}: admits {k[0]}/{k[1]} from {k[2]}, which no policy flow needs")
+    return problems
+
+
+def _check_transfer_port(estate, site, h, p, groups, rules, tg) -> list[str]:
+    """A gateway's transfer port: its own group only, ingress and egress exactly the underlay flows."""
+    if groups != [f"{tg}-id"]:
+        return [f"{p.name}: groups {groups}; the transfer link must carry only {tg}"]
+    got = {"ingress": set(), "egress": set()}
+    problems = []
+    for i in rules.get(f"{tg}-id", []):
+        if i.get("portRangeMin") is None or not i.get("remoteIpPrefix"):
+            problems.append(f"{p.name}: {i.get('direction')} rule without a port or remote: {i}")
+            continue
+        got.setdefault(i.get("direction"), set()).add(
+            (i["protocol"], int(i["portRangeMin"]), ipaddress.ip_network(i["remoteIpPrefix"]))
+        )
+    want = {
+        "ingress": cloud_plan.transfer_required(estate, site, h),
+        "egress": cloud_plan.transfer_egress(estate, site, h),
+    }
+    for d in ("ingress", "egress"):
+        for k in sorted(got[d] - want[d]):
+            problems.append(f"{p.name}: {d} {k[0]}/{k[1]} {k[2]}, which no underlay flow needs")
+        for k in sorted(want[d] - got[d]):
+            problems.append(f"{p.name}: underlay flow {k[0]}/{k[1]} {k[2]} ({d}) not admitted")
     return problems
 
 

@@ -142,7 +142,12 @@ def test_the_vpn_hub_knows_every_kommune_gateway_as_a_peer(planned):
     peers = derived.value(hv["zentral-gw"]["basisit_inventory_dir"], "vpn_peers", "zentral-gw")
     assert {p["kommune"] for p in peers} == set(estate.kommunen)
     nalbach = next(p for p in peers if p["kommune"] == "nalbach")
-    assert nalbach == {"kommune": "nalbach", "address": "10.160.4.42", "gateway": "nalbach-gw"}
+    assert nalbach == {
+        "kommune": "nalbach",
+        "address": "10.160.4.42",
+        "block": "10.160.168.0/22",
+        "gateway": "nalbach-gw",
+    }
     assert len({p["address"] for p in peers}) == len(peers)
     hub = hv["nalbach-gw"]["basisit_zentral_services"]["vpn_hub"]
     assert hub == [

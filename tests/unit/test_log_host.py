@@ -37,13 +37,14 @@ def _host(estate, name):
 
 def _expected_senders(estate) -> dict[str, str]:
     """Written from the standard's log rules by hand (server-log: the server zone; gateway-log:
-    the transfer zone; zentral's gateway from its services address, the log host's zone, its
-    management host and backup server from their one address), independent of policy's resolver."""
+    the gateway's management address, the source of its routes into the tunnel; zentral's gateway
+    from its services address, the log host's zone, its management host and backup server from
+    their one address), independent of policy's resolver."""
     out = {}
     for k in estate.kommunen.values():
         for h in k.hosts:
             for zone, addr in h.addresses.items():
-                if zone in ("server", "transfer"):
+                if zone == "server" or (zone == "management" and "gateway" in h.roles):
                     out[str(addr)] = h.name
     zentral = {h.name: h for h in estate.zentral.hosts}
     out[str(zentral["zentral-gw"].addresses["services"])] = "zentral-gw"
@@ -66,9 +67,10 @@ def test_senders_are_every_kommune_server_and_gateway_address(estate):
     log = _host(estate, "zentral-log")
     got = policy.log_senders(estate, log)
     assert got == _expected_senders(estate)
-    # nalbach (S): the DC and the gateway, which sends from its transfer address (and has a server one)
+    # nalbach (S): the DC and the gateway, which sends through the tunnel from its management
+    # address (and has a server one); never from its transfer address
     nalbach = {a: n for a, n in got.items() if n.startswith("nalbach-")}
-    assert nalbach == {"10.160.168.65": "nalbach-gw", "10.160.168.74": "nalbach-dc1", "10.160.168.130": "nalbach-gw"}
+    assert nalbach == {"10.160.168.65": "nalbach-gw", "10.160.168.74": "nalbach-dc1", "10.160.168.1": "nalbach-gw"}
     names = set(got.values())
     # zentral's hosts but the log host itself; the gateway from its services address only
     zentral = {a: n for a, n in got.items() if n.startswith("zentral-")}

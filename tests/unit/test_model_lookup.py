@@ -79,8 +79,8 @@ def old_hostvars(estate) -> dict[str, dict]:
             v["basisit_firewall_outbound"] = old_firewall_rules(outbound, with_dst=True)
             if {"gateway", "zentral_gateway"} & set(host.roles):
                 v["basisit_firewall_forward"] = old_firewall_rules(_old_forward_flows(estate, site), True)
-    vpn_peers = [
-        {"kommune": k.slug, "address": str(k.vpn_address), "gateway": gw.name}
+    vpn_peers = [  # with the Kommune's block since the tunnel carries everything (issue 12)
+        {"kommune": k.slug, "address": str(k.vpn_address), "block": str(k.block), "gateway": gw.name}
         for k in estate.kommunen.values()
         if k.vpn_address is not None
         for gw in k.hosts_with_role("gateway")

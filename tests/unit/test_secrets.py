@@ -323,7 +323,8 @@ def test_the_next_converge_applies_a_rotated_wireguard_key(tmp_path, run):
                                              ("port", 51820), ("hub_address", "10.255.0.1"), ("keepalive", 25))},
         **{f"vpn_hub_{k}": v for k, v in (("address", "10.255.0.1"), ("prefix", 24), ("port", 51820),
                                          ("secrets_dir", str(state / "secrets")))},
-        "vpn_hub_peers": [{"kommune": "nalbach", "address": "10.255.0.2", "gateway": "nalbach-gw"}],
+        "gateway_vpn_networks": ["10.255.0.1/32"], "gateway_vpn_source": "10.255.1.1", "gateway_vpn_underlay_gateway": "", "gateway_vpn_fwmark": 51820,
+        "vpn_hub_peers": [{"kommune": "nalbach", "address": "10.255.0.2", "block": "10.255.4.0/22", "gateway": "nalbach-gw"}],
     }  # fmt: skip
     inventory, playbook = tmp_path / "hosts.yml", tmp_path / "wg.yml"
     inventory.write_text(yaml.safe_dump({"all": {"hosts": {"control": host}}}), encoding="utf-8")
