@@ -226,7 +226,8 @@ def _check_underlay(host, name: str) -> None:
             continue
         first, last = _match(rules[0]["expr"]), rules[-1]["expr"]
         inside = first.get("ifnames", set())
-        if not inside or not any("accept" in e for e in rules[0]["expr"]):
+        inside_first = bool(inside) and "proto" not in first and any("accept" in e for e in rules[0]["expr"])
+        if not inside_first:
             problems.append(f"{cname}: the first rule does not accept the inside interfaces")
         elif inside & transfer:
             problems.append(f"{cname}: treats the transfer interface(s) {sorted(inside & transfer)} as inside")
@@ -244,7 +245,8 @@ def _check_underlay(host, name: str) -> None:
             for r in want_rules.get(hook, [])
         }
         seen = set()
-        for r in rules[1:-1]:
+        # every other accept rule, also one put before the inside rule, must be an underlay flow
+        for r in rules[1 if inside_first else 0 : -1]:
             if not any("accept" in e for e in r["expr"]):
                 continue
             m, comment = _match(r["expr"]), r.get("comment", "")
