@@ -7,7 +7,10 @@ transfer NIC (the host end of its veth) sees only WireGuard (udp/51820) and SSH 
 checks pass. Then the tunnel is stopped on nalbach's gateway (wg-quick down): once the hub sees
 the handshake go stale it stops routing nalbach's block into the tunnel; a backup from nalbach's DC
 fails (non-zero) while the capture sees no tcp/8000 (nor anything but WireGuard, SSH and ICMP) and
-the gateway's underlay reject counter counts the attempt; the checks fail naming the gateway; the
+the gateway's underlay reject counter counts the attempt; the checks fail naming the gateway; with
+the gateway's own underlay output opened for tcp/514 on purpose, a log line it sends over the
+transfer link reaches no log host (zentral's gateway refuses it and counts it: the log host's input
+from a site is tunnel-only on zentral's side too); the
 next converge of the tunnel brings it back and the checks pass. Last, a rule admitting tcp/8000
 on the transfer link is named by the check and removed by the next converge.
 """
@@ -155,6 +158,7 @@ def test_service_flows_travel_inside_the_tunnel(site):
 def test_tunnel_down_backup_fails_nothing_in_clear_and_converge_heals(site):
     lab, state, gw, dc, _, veth = site
     zgw = _addr(lab, "zentral-gw")
+    log = lab.estate.zentral.hosts_with_role("log_host")[0]
     # stopped from a transient unit: the SSH session that asks travels through the tunnel itself
     r = lab.ssh(str(gw.address), f"systemd-run --on-active=1 --unit=bt-tunnel-down systemctl stop wg-quick@{IFACE}")
     assert r.returncode == 0, r.stderr
@@ -174,7 +178,16 @@ def test_tunnel_down_backup_fails_nothing_in_clear_and_converge_heals(site):
         journal = lab.ssh(str(dc.address), "journalctl -u basisit-backup.service -q -n 30 -o cat --no-pager").stdout
         after = _reject_count(lab, str(gw.address))
         p, doc = verify(state)
+        # zentral's side holds on its own: the site gateway made to send log lines over the
+        # transfer link (its underlay output opened on purpose) reaches no log host; the zentral
+        # gateway's underlay chain refuses tcp/514 from outside the tunnel and counts it
+        opened = 'tcp dport 514 accept comment \\"broken-on-purpose\\"'
+        assert lab.ssh(str(gw.address), f"nft insert rule inet basisit underlay_output {opened}").returncode == 0
+        zbefore = _reject_count(lab, zgw)
+        log_sent = lab.ssh(str(gw.address), f"timeout 10 bash -c 'echo forged-in-clear > /dev/tcp/{log.address}/514'")
+        zafter = _reject_count(lab, zgw)
     finally:
+        lab.ssh(str(gw.address), "systemctl reload nftables || systemctl restart nftables")
         lab.ssh(str(gw.address), "systemctl reset-failed bt-tunnel-down.timer bt-tunnel-down.service; true")
         healed, _ = playbook.run(lab, "--tags", "vpn", limit=gw.name)
     assert r.returncode != 0, f"the backup succeeded with the tunnel down: {r.stdout[-2000:]}"
@@ -182,6 +195,8 @@ def test_tunnel_down_backup_fails_nothing_in_clear_and_converge_heals(site):
     assert not [x for x in seen if 8000 in (x[2], x[4])], f"tcp/8000 on {veth} with the tunnel down"
     assert not _not_tunnel(seen), f"in clear on {veth}: {sorted(set(_not_tunnel(seen)))[:20]}"
     assert after > before, f"the gateway's underlay reject counter did not count the backup ({before} -> {after})"
+    assert log_sent.returncode != 0, "a log line from the site reached the log host over the transfer link"
+    assert zafter > zbefore, f"zentral's underlay reject counter did not count tcp/514 ({zbefore} -> {zafter})"
     print(f"backup with the tunnel down failed after {took:.0f} s")
     assert p.returncode == 1, p.stdout[-3000:]
     failed = _by_test(doc, "fail")

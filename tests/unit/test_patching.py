@@ -7,6 +7,7 @@ import http.client
 import http.server
 import importlib.machinery
 import importlib.util
+import ipaddress
 import socket
 import threading
 from pathlib import Path
@@ -181,8 +182,26 @@ def test_package_proxy_is_zentrals_mgmt_host_reached_by_every_host():
 
 
 def _source(h):
-    """The address a host reaches zentral from: a site gateway from its transfer address."""
-    return h.addresses.get("transfer", h.address)
+    """The address a host reaches zentral from: its own (a site gateway its management address,
+    the source of its routes into the tunnel)."""
+    return h.address
+
+
+def test_package_flows_from_the_sites_travel_inside_the_tunnel():
+    """A site's flows to the package proxy are site<->zentral traffic: routed into the tunnel,
+    never admitted on the transfer link (no *-packages rule is marked underlay)."""
+    packages = set(policy.package_proxy_rules(ESTATE))
+    assert not [r.name for r in ESTATE.standard.allow if r.name in packages and r.underlay]
+    for slug in ("nalbach", "homburg"):
+        site = ESTATE.site(slug)
+        tunnel = {f.rule for f in policy.tunnel_flows(ESTATE, site)}
+        assert {"server-packages", "client-packages", "gateway-packages"} <= tunnel, (slug, sorted(tunnel))
+        assert not packages & {f.rule for f in policy.underlay_flows(ESTATE, site)}
+        [gw] = site.hosts_with_role("gateway")
+        # the gateway's own apt from its management address: inside the networks it routes into the tunnel
+        nets = [ipaddress.ip_network(n) for n in policy.vpn_networks(ESTATE, gw)]
+        proxy = ESTATE.zentral.hosts_with_role("package_proxy")[0]
+        assert any(ipaddress.ip_address(str(proxy.address)) in n for n in nets), nets
 
 
 def test_package_proxy_rules_ride_the_gateways_forward_rules():
