@@ -26,6 +26,7 @@ from pathlib import Path
 
 import playbook
 import pytest
+from playbook import by_test as _by_test
 from playbook import host_address as _addr
 
 from basisit.lab import names
@@ -61,14 +62,6 @@ def site(converged):
 
 def verify(state: Path) -> tuple:
     return playbook.verify(state, "--zentral", "--jobs", "2", "--", "-k", SELECT)
-
-
-def _by_test(doc: dict, state: str) -> dict[str, list[dict]]:
-    out: dict[str, list[dict]] = {}
-    for r in doc["results"]:
-        if r["state"] == state:
-            out.setdefault(r["test_id"], []).append(r)
-    return out
 
 
 def _route_dev(lab, host: str, address: str) -> str:
