@@ -324,6 +324,7 @@ def test_the_next_converge_applies_a_rotated_wireguard_key(tmp_path, run):
         **{f"vpn_hub_{k}": v for k, v in (("address", "10.255.0.1"), ("prefix", 24), ("port", 51820),
                                          ("secrets_dir", str(state / "secrets")))},
         "gateway_vpn_networks": ["10.255.0.1/32"], "gateway_vpn_source": "10.255.1.1", "gateway_vpn_underlay_gateway": "", "gateway_vpn_fwmark": 51820,
+        "gateway_vpn_rule_priority": 31820,
         "vpn_hub_peers": [{"kommune": "nalbach", "address": "10.255.0.2", "block": "10.255.4.0/22", "gateway": "nalbach-gw"}],
     }  # fmt: skip
     inventory, playbook = tmp_path / "hosts.yml", tmp_path / "wg.yml"
