@@ -71,6 +71,7 @@ LANDED = {
     "ad_dc/probe",
     "ad_dc/join",
     "ad_dc/join_account",
+    "ad_dc/password",
     "ad_dc/prune",
     "domain_member",
     "endpoint",
