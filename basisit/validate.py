@@ -197,6 +197,33 @@ def _partial_kommune(data: dict) -> schema.KommuneFile:
 
 
 def _check_standard(std: schema.StandardFile, f: str) -> list[Problem]:
+    p = _check_standard_addressing(std, f) + _check_standard_roles(std, f)
+    w = "standard"
+    if len(set(map(str, std.waves))) != len(std.waves):
+        p.append(Problem(f, w, "waves", "duplicate wave name"))
+    names = [x.name for x in std.admins]
+    for n in {n for n in names if names.count(n) > 1}:
+        p.append(Problem(f, w, "admins", f"duplicate admin account {n!r}"))
+    zones = set(schema.ZONE_NAMES)
+    for i, rule in enumerate(std.allow):
+        for key, val in (("from", rule.src), ("to", rule.to)):
+            target = val.split(":", 1)
+            if len(target) == 2 and target[0] == "zentral":
+                continue  # checked against zentral.yaml's roles and zones in _check_zentral
+            elif val not in zones | SITE_ROLES | {"any"}:
+                p.append(
+                    Problem(
+                        f,
+                        w,
+                        f"allow[{i}].{key}",
+                        f"unknown zone or role {val!r}; expected a zone, a role, 'any' or 'zentral:<role>'",
+                    )
+                )
+    return p
+
+
+def _check_standard_addressing(std: schema.StandardFile, f: str) -> list[Problem]:
+    """The block is smaller than the supernet; size classes and zones complete; zones disjoint inside the block."""
     p: list[Problem] = []
     w = "standard"
     a = std.addressing
@@ -226,6 +253,13 @@ def _check_standard(std: schema.StandardFile, f: str) -> list[Problem]:
             if start < e2 and s2 < end:
                 p.append(Problem(f, w, f"addressing.zones.{zname}", f"overlaps zone {other}; expected disjoint zones"))
         spans.append((zname, (start, end)))
+    return p
+
+
+def _check_standard_roles(std: schema.StandardFile, f: str) -> list[Problem]:
+    """Host kinds and endpoints name known roles; every host kind has a count per size class."""
+    p: list[Problem] = []
+    w = "standard"
     known_roles = SITE_ROLES
     for kind, hk in std.host_kinds.items():
         for r in hk.roles:
@@ -241,26 +275,6 @@ def _check_standard(std: schema.StandardFile, f: str) -> list[Problem]:
     for r in std.endpoints.roles:
         if r not in known_roles:
             p.append(Problem(f, w, "endpoints.roles", f"unknown role {r!r}; expected one of {sorted(known_roles)}"))
-    if len(set(map(str, std.waves))) != len(std.waves):
-        p.append(Problem(f, w, "waves", "duplicate wave name"))
-    names = [x.name for x in std.admins]
-    for n in {n for n in names if names.count(n) > 1}:
-        p.append(Problem(f, w, "admins", f"duplicate admin account {n!r}"))
-    zones = set(schema.ZONE_NAMES)
-    for i, rule in enumerate(std.allow):
-        for key, val in (("from", rule.src), ("to", rule.to)):
-            target = val.split(":", 1)
-            if len(target) == 2 and target[0] == "zentral":
-                continue  # checked against zentral.yaml's roles and zones in _check_zentral
-            elif val not in zones | known_roles | {"any"}:
-                p.append(
-                    Problem(
-                        f,
-                        w,
-                        f"allow[{i}].{key}",
-                        f"unknown zone or role {val!r}; expected a zone, a role, 'any' or 'zentral:<role>'",
-                    )
-                )
     return p
 
 
@@ -803,20 +817,41 @@ def _get(obj: Any, fn) -> Any:
         return None
 
 
+# The Kommune fields no two Kommunen may share, each as the estate compares it.
+_UNIQUE_FIELDS = (
+    ("ags", lambda k: k.ags),
+    ("net_index", lambda k: k.net_index),
+    ("ad_domain", lambda k: k.ad_domain.lower()),
+    ("netbios", lambda k: k.netbios.upper()),
+    ("name", lambda k: k.name),
+)
+
+
 def _check_estate(
     kommunen: dict[str, tuple[schema.KommuneFile, str]],
     zentral: model.Site | None,
     std: schema.StandardFile | None,
     addressing_ok: bool,
 ) -> list[Problem]:
+    """What no single file shows: values two Kommunen share, and blocks the central site needs."""
+    p = _duplicate_fields(kommunen) + _duplicate_slugs(kommunen) + _duplicate_asset_tags(kommunen)
+    if std is None or not addressing_ok:
+        return p
+    hi = model.max_net_index(std)
+    blocks = {}
+    for slug, (k, _f) in kommunen.items():
+        n = _get(k, lambda k: k.net_index)
+        if n is not None and 1 <= n <= hi:
+            blocks[slug] = model.kommune_block(std, n)
+    if zentral is not None:
+        p += _without_tunnel_address(kommunen, zentral, hi)
+        p += _blocks_overlapping_zentral(kommunen, blocks, zentral)
+    return p
+
+
+def _duplicate_fields(kommunen: dict[str, tuple[schema.KommuneFile, str]]) -> list[Problem]:
     p: list[Problem] = []
-    for fld, key in (
-        ("ags", lambda k: k.ags),
-        ("net_index", lambda k: k.net_index),
-        ("ad_domain", lambda k: k.ad_domain.lower()),
-        ("netbios", lambda k: k.netbios.upper()),
-        ("name", lambda k: k.name),
-    ):
+    for fld, key in _UNIQUE_FIELDS:
         groups: dict[Any, list[str]] = defaultdict(list)
         for slug, (k, _f) in kommunen.items():
             value = _get(k, key)
@@ -834,6 +869,11 @@ def _check_estate(
                             f"duplicate {fld} {_shown(value)} (also used by {others}); expected a unique value",
                         )
                     )
+    return p
+
+
+def _duplicate_slugs(kommunen: dict[str, tuple[schema.KommuneFile, str]]) -> list[Problem]:
+    p: list[Problem] = []
     slugs_seen: dict[str, str] = {}
     for slug, (k, f) in kommunen.items():
         ks = _get(k, lambda k: k.slug)
@@ -842,7 +882,12 @@ def _check_estate(
         if ks in slugs_seen and slugs_seen[ks] != slug:
             p.append(Problem(f, slug, "slug", f"duplicate slug {_shown(ks)} (also {slugs_seen[ks]})"))
         slugs_seen.setdefault(ks, slug)
-    # An asset tag names one device of the estate (it is the DHCP reservation key).
+    return p
+
+
+def _duplicate_asset_tags(kommunen: dict[str, tuple[schema.KommuneFile, str]]) -> list[Problem]:
+    """An asset tag names one device of the estate (it is the DHCP reservation key)."""
+    p: list[Problem] = []
     tags: dict[str, list[tuple[str, int]]] = defaultdict(list)
     for slug, (k, _f) in kommunen.items():
         for i, ep in enumerate(_get(k, lambda k: k.endpoints) or []):
@@ -862,38 +907,44 @@ def _check_estate(
                         f"duplicate asset tag {_shown(tag)} (also {others}); expected one tag per device in the estate",
                     )
                 )
-    if std is None or not addressing_ok:
-        return p
-    hi = model.max_net_index(std)
-    blocks = {}
-    for slug, (k, _f) in kommunen.items():
+    return p
+
+
+def _without_tunnel_address(
+    kommunen: dict[str, tuple[schema.KommuneFile, str]], zentral: model.Site, hi: int
+) -> list[Problem]:
+    """A Kommune's tunnel address is its net_index in the zentral vpn zone."""
+    p: list[Problem] = []
+    vpn = zentral.zones.get("vpn")
+    for slug, (k, f) in kommunen.items():
         n = _get(k, lambda k: k.net_index)
-        if n is not None and 1 <= n <= hi:
-            blocks[slug] = model.kommune_block(std, n)
-    if zentral is not None:
-        vpn = zentral.zones.get("vpn")
-        for slug, (k, f) in kommunen.items():
-            n = _get(k, lambda k: k.net_index)
-            if vpn is not None and n is not None and 1 <= n <= hi and n > vpn.network.num_addresses - 2:
+        if vpn is not None and n is not None and 1 <= n <= hi and n > vpn.network.num_addresses - 2:
+            p.append(
+                Problem(
+                    f,
+                    slug,
+                    "net_index",
+                    f"{n} has no tunnel address in the zentral vpn zone {vpn.network}; expected at most {vpn.network.num_addresses - 2}",
+                )
+            )
+    return p
+
+
+def _blocks_overlapping_zentral(
+    kommunen: dict[str, tuple[schema.KommuneFile, str]], blocks: dict[str, Any], zentral: model.Site
+) -> list[Problem]:
+    p: list[Problem] = []
+    for slug, block in blocks.items():
+        for zname, zone in zentral.zones.items():
+            if block.overlaps(zone.network):
                 p.append(
                     Problem(
-                        f,
+                        kommunen[slug][1],
                         slug,
                         "net_index",
-                        f"{n} has no tunnel address in the zentral vpn zone {vpn.network}; expected at most {vpn.network.num_addresses - 2}",
+                        f"block {block} overlaps the zentral zone {zname} ({zone.network}); expected a net_index whose block is free",
                     )
                 )
-        for slug, block in blocks.items():
-            for zname, zone in zentral.zones.items():
-                if block.overlaps(zone.network):
-                    p.append(
-                        Problem(
-                            kommunen[slug][1],
-                            slug,
-                            "net_index",
-                            f"block {block} overlaps the zentral zone {zname} ({zone.network}); expected a net_index whose block is free",
-                        )
-                    )
     return p
 
 
@@ -946,6 +997,8 @@ def _known_groups(kommunen: dict, std: schema.StandardFile | None) -> set[str] |
 
 
 def _check_vars_dir(root: Path, kind: str, known: set[str] | None, hosts_ok, files: _Files, p: list[Problem]) -> None:
+    """group_vars/ or host_vars/: each entry names a group or host of the inventory, each file is
+    YAML Ansible reads, each key a variable name."""
     base = root / kind
     if not base.exists():
         return
@@ -955,36 +1008,8 @@ def _check_vars_dir(root: Path, kind: str, known: set[str] | None, hosts_ok, fil
     for entry in sorted(base.iterdir()):
         if entry.name.startswith("."):
             continue
-        name = entry.name
-        target = name if entry.is_dir() else next((name[: -len(x)] for x in VARS_SUFFIXES if name.endswith(x)), None)
-        if target is None:
-            p.append(
-                Problem(
-                    str(entry),
-                    "-",
-                    "-",
-                    f"Ansible ignores this file; expected {kind}/<name>.yml or {kind}/<name>/*.yml",
-                )
-            )
+        if not _check_vars_target(entry, kind, known, hosts_ok, p):
             continue
-        if kind == "group_vars" and known is not None and target not in known:
-            p.append(
-                Problem(
-                    str(entry),
-                    "-",
-                    "-",
-                    f"no group {_shown(target)} in the inventory; expected 'all', 'kommunen', 'zentral', a Kommune slug, a role, or district_*/wave_*/size_* groups",
-                )
-            )
-        if kind == "host_vars" and not hosts_ok(target):
-            p.append(
-                Problem(
-                    str(entry),
-                    "-",
-                    "-",
-                    f"no host {_shown(target)} in the inventory; expected <site>-<host>, e.g. nalbach-dc1",
-                )
-            )
         paths = (
             [entry]
             if entry.is_file()
@@ -994,23 +1019,84 @@ def _check_vars_dir(root: Path, kind: str, known: set[str] | None, hosts_ok, fil
             if path is not entry and not path.name.endswith(VARS_SUFFIXES):
                 p.append(Problem(str(path), "-", "-", "Ansible ignores this file; expected a .yml file"))
                 continue
-            data = files.read(path, "-", p, mapping=False, string_tags=ANSIBLE_STRING_TAGS)
-            if data is None:
-                continue
-            for key in data:
-                if not isinstance(key, str) or not VAR_NAME.match(key) or keyword.iskeyword(key):
-                    p.append(
-                        Problem(
-                            str(path),
-                            "-",
-                            str(key)[:60],
-                            f"{_shown(key)} is not a valid Ansible variable name; expected letters, digits and '_'",
-                        )
-                    )
+            _check_var_names(path, files, p)
+
+
+def _check_vars_target(entry: Path, kind: str, known: set[str] | None, hosts_ok, p: list[Problem]) -> bool:
+    """The group or host a vars entry is for; False when Ansible ignores the entry."""
+    name = entry.name
+    target = name if entry.is_dir() else next((name[: -len(x)] for x in VARS_SUFFIXES if name.endswith(x)), None)
+    if target is None:
+        p.append(
+            Problem(
+                str(entry),
+                "-",
+                "-",
+                f"Ansible ignores this file; expected {kind}/<name>.yml or {kind}/<name>/*.yml",
+            )
+        )
+        return False
+    if kind == "group_vars" and known is not None and target not in known:
+        p.append(
+            Problem(
+                str(entry),
+                "-",
+                "-",
+                f"no group {_shown(target)} in the inventory; expected 'all', 'kommunen', 'zentral', a Kommune slug, a role, or district_*/wave_*/size_* groups",
+            )
+        )
+    if kind == "host_vars" and not hosts_ok(target):
+        p.append(
+            Problem(
+                str(entry),
+                "-",
+                "-",
+                f"no host {_shown(target)} in the inventory; expected <site>-<host>, e.g. nalbach-dc1",
+            )
+        )
+    return True
+
+
+def _check_var_names(path: Path, files: _Files, p: list[Problem]) -> None:
+    data = files.read(path, "-", p, mapping=False, string_tags=ANSIBLE_STRING_TAGS)
+    if data is None:
+        return
+    for key in data:
+        if not isinstance(key, str) or not VAR_NAME.match(key) or keyword.iskeyword(key):
+            p.append(
+                Problem(
+                    str(path),
+                    "-",
+                    str(key)[:60],
+                    f"{_shown(key)} is not a valid Ansible variable name; expected letters, digits and '_'",
+                )
+            )
 
 
 def _check_layout(root: Path, kommunen: dict, std: schema.StandardFile | None, files: _Files) -> list[Problem]:
     """basisit.yml, group_vars/, host_vars/, waivers.yaml (as YAML) and no unknown entries."""
+    p = _unknown_top_level(root)
+    src = root / "basisit.yml"
+    if src.exists():
+        data = files.read(src, "-", p)
+        if data is not None:
+            p += _check_plugin_source(src, data, root)
+    waivers = root / "waivers.yaml"
+    if waivers.exists():
+        files.read(waivers, "-", p, mapping=False)
+    known = _known_groups(kommunen, std)
+    sites = set(kommunen) | {"zentral"}
+
+    def host_ok(name: str) -> bool:
+        return any(name.startswith(s + "-") and len(name) > len(s) + 1 for s in sites)
+
+    _check_vars_dir(root, "group_vars", known, host_ok, files, p)
+    _check_vars_dir(root, "host_vars", known, host_ok, files, p)
+    return p
+
+
+def _unknown_top_level(root: Path) -> list[Problem]:
+    """Ansible tries to parse every file it finds in an inventory directory."""
     p: list[Problem] = []
     for entry in sorted(root.iterdir()):
         if entry.name.startswith(".") or entry.name in TOP_LEVEL:
@@ -1026,59 +1112,50 @@ def _check_layout(root: Path, kommunen: dict, std: schema.StandardFile | None, f
                 f"unknown entry in the inventory directory (Ansible would try to parse it){hint}; expected only {', '.join(sorted(TOP_LEVEL))}",
             )
         )
-    src = root / "basisit.yml"
-    if src.exists():
-        data = files.read(src, "-", p)
-        if data is not None:
-            for key in data:
-                if key not in PLUGIN_OPTIONS:
-                    p.append(
-                        Problem(
-                            str(src),
-                            "-",
-                            str(key)[:60],
-                            f"unknown option {_shown(key)} of the basisit inventory plugin; expected {sorted(PLUGIN_OPTIONS)}",
-                        )
-                    )
-            if data.get("plugin") not in PLUGIN_NAMES:
-                p.append(
-                    Problem(
-                        str(src),
-                        "-",
-                        "plugin",
-                        f"{_shown(data.get('plugin'))} is not the basisit inventory plugin; expected 'plugin: basisit' or 'plugin: egosaar.basisit.basisit' (Ansible would find 0 hosts)",
-                    )
-                )
-            inv_dir = data.get("inventory_dir", ".")
-            if not isinstance(inv_dir, str) or (root / inv_dir).resolve() != root.resolve():
-                p.append(
-                    Problem(
-                        str(src),
-                        "-",
-                        "inventory_dir",
-                        f"{_shown(inv_dir)} is not this directory; expected '.' (Ansible would read another inventory than this one)",
-                    )
-                )
-            if "state_dir" in data and not isinstance(data["state_dir"], str):
-                p.append(
-                    Problem(
-                        str(src),
-                        "-",
-                        "state_dir",
-                        f"{_shown(data['state_dir'])} is not a path; expected a directory name",
-                    )
-                )
-    waivers = root / "waivers.yaml"
-    if waivers.exists():
-        files.read(waivers, "-", p, mapping=False)
-    known = _known_groups(kommunen, std)
-    sites = set(kommunen) | {"zentral"}
+    return p
 
-    def host_ok(name: str) -> bool:
-        return any(name.startswith(s + "-") and len(name) > len(s) + 1 for s in sites)
 
-    _check_vars_dir(root, "group_vars", known, host_ok, files, p)
-    _check_vars_dir(root, "host_vars", known, host_ok, files, p)
+def _check_plugin_source(src: Path, data: dict, root: Path) -> list[Problem]:
+    """basisit.yml names this plugin, only its options, and this directory."""
+    p: list[Problem] = []
+    for key in data:
+        if key not in PLUGIN_OPTIONS:
+            p.append(
+                Problem(
+                    str(src),
+                    "-",
+                    str(key)[:60],
+                    f"unknown option {_shown(key)} of the basisit inventory plugin; expected {sorted(PLUGIN_OPTIONS)}",
+                )
+            )
+    if data.get("plugin") not in PLUGIN_NAMES:
+        p.append(
+            Problem(
+                str(src),
+                "-",
+                "plugin",
+                f"{_shown(data.get('plugin'))} is not the basisit inventory plugin; expected 'plugin: basisit' or 'plugin: egosaar.basisit.basisit' (Ansible would find 0 hosts)",
+            )
+        )
+    inv_dir = data.get("inventory_dir", ".")
+    if not isinstance(inv_dir, str) or (root / inv_dir).resolve() != root.resolve():
+        p.append(
+            Problem(
+                str(src),
+                "-",
+                "inventory_dir",
+                f"{_shown(inv_dir)} is not this directory; expected '.' (Ansible would read another inventory than this one)",
+            )
+        )
+    if "state_dir" in data and not isinstance(data["state_dir"], str):
+        p.append(
+            Problem(
+                str(src),
+                "-",
+                "state_dir",
+                f"{_shown(data['state_dir'])} is not a path; expected a directory name",
+            )
+        )
     return p
 
 
@@ -1122,7 +1199,6 @@ def _kommune_files(kdir: Path, p: list[Problem]) -> list[Path]:
 def load_estate(inventory: str | Path) -> model.Estate:
     """Read, validate and derive the whole inventory; raise InventoryError with every problem."""
     root = Path(inventory)
-    problems: list[Problem] = []
     if not root.is_dir():
         raise InventoryError(
             [
@@ -1135,7 +1211,26 @@ def load_estate(inventory: str | Path) -> model.Estate:
             ]
         )
     files = _Files()
-    std_path = root / "standard.yaml"
+    problems: list[Problem] = []
+    std_path, z_path = root / "standard.yaml", root / "zentral.yaml"
+    std, addressing_ok = _read_standard(std_path, files, problems)
+    zentral = _read_zentral(z_path, std, std_path, addressing_ok, files, problems)
+    kommunen = _read_kommunen(root / "kommunen", std, addressing_ok, files, problems)
+    problems.extend(_check_estate(kommunen, zentral, std, addressing_ok))
+    problems.extend(_check_layout(root, kommunen, std, files))
+    if problems or zentral is None or std is None:
+        raise InventoryError(files.with_lines(problems))
+    sites = _derive_sites(std, zentral, kommunen, files)
+    _check_derived_networks(zentral, sites, kommunen, z_path, files)
+    active = {s: site for s, site in sites.items() if kommunen[s][0].status != "retired"}
+    retired = {s: site for s, site in sites.items() if s not in active}
+    return model.Estate(
+        standard=std, zentral=zentral, kommunen=active, sources={s: kommunen[s][1] for s in sites}, retired=retired
+    )
+
+
+def _read_standard(std_path: Path, files: _Files, problems: list[Problem]) -> tuple[schema.StandardFile | None, bool]:
+    """standard.yaml and its rules; whether its addressing is sound enough to place blocks."""
     raw = files.read(std_path, "standard", problems)
     std = (
         _parse(schema.StandardFile, raw, std_path, "standard", problems, files.bad_fields(std_path))
@@ -1147,43 +1242,62 @@ def load_estate(inventory: str | Path) -> model.Estate:
         sp = _check_standard(std, str(std_path)) + _check_standard_rules(std, str(std_path))
         problems.extend(sp)
         addressing_ok = not any(x.field.startswith("addressing") for x in sp)
+    return std, addressing_ok
 
-    z_path = root / "zentral.yaml"
+
+def _read_zentral(
+    z_path: Path,
+    std: schema.StandardFile | None,
+    std_path: Path,
+    addressing_ok: bool,
+    files: _Files,
+    problems: list[Problem],
+) -> model.Site | None:
+    """zentral.yaml, checked against the standard; the central site when both are sound."""
     raw = files.read(z_path, "zentral", problems)
     zfile = (
         _parse(schema.ZentralFile, raw, z_path, "zentral", problems, files.bad_fields(z_path))
         if raw is not None
         else None
     )
-    zentral = None
-    if zfile is not None and std is not None:
-        zp = _check_zentral(zfile, std, str(z_path), str(std_path))
-        problems.extend(zp)
-        if not zp and addressing_ok:
-            zentral = model.derive_zentral(zfile, std.addressing.gateway_host)
+    if zfile is None or std is None:
+        return None
+    zp = _check_zentral(zfile, std, str(z_path), str(std_path))
+    problems.extend(zp)
+    if not zp and addressing_ok:
+        return model.derive_zentral(zfile, std.addressing.gateway_host)
+    return None
 
+
+def _read_kommunen(
+    kdir: Path, std: schema.StandardFile | None, addressing_ok: bool, files: _Files, problems: list[Problem]
+) -> dict[str, tuple[schema.KommuneFile, str]]:
+    """Every Kommune file with its own rules and the standard's; slug -> (file, path). A file
+    that fails its schema is kept as far as it is valid, so its other rules still run."""
     kommunen: dict[str, tuple[schema.KommuneFile, str]] = {}
-    complete: set[str] = set()
-    for path in _kommune_files(root / "kommunen", problems):
+    for path in _kommune_files(kdir, problems):
         slug = path.stem
         raw = files.read(path, slug, problems)
         if raw is None:
             continue
-        before = len(problems)
         k = _parse(schema.KommuneFile, raw, path, slug, problems, files.bad_fields(path))
-        if k is not None and len(problems) == before and not files.bad_fields(path):
-            complete.add(slug)
         if k is None:
             k = _partial_kommune(raw)  # still check what is there
         problems.extend(_kommune_own_rules(k, slug, str(path)))
         if std is not None:
             problems.extend(_kommune_standard_rules(k, slug, std, str(path), addressing_ok))
         kommunen[slug] = (k, str(path))
-    problems.extend(_check_estate(kommunen, zentral, std, addressing_ok))
-    problems.extend(_check_layout(root, kommunen, std, files))
-    if problems or zentral is None or std is None:
-        raise InventoryError(files.with_lines(problems))
+    return kommunen
 
+
+def _derive_sites(
+    std: schema.StandardFile,
+    zentral: model.Site,
+    kommunen: dict[str, tuple[schema.KommuneFile, str]],
+    files: _Files,
+) -> dict[str, model.Site]:
+    """Each Kommune's site, in slug order; raise InventoryError naming every one that fails."""
+    problems: list[Problem] = []
     sites = {}
     for slug, (k, f) in sorted(kommunen.items()):
         try:
@@ -1192,7 +1306,18 @@ def load_estate(inventory: str | Path) -> model.Estate:
             problems.append(Problem(f, slug, "-", f"cannot derive the site: {_shown(str(e))}"))
     if problems:
         raise InventoryError(files.with_lines(problems))
-    # Overlaps between derived networks (catches a standard whose zones escape the block).
+    return sites
+
+
+def _check_derived_networks(
+    zentral: model.Site,
+    sites: dict[str, model.Site],
+    kommunen: dict[str, tuple[schema.KommuneFile, str]],
+    z_path: Path,
+    files: _Files,
+) -> None:
+    """Overlaps between derived networks (catches a standard whose zones escape the block)."""
+    problems: list[Problem] = []
     nets = [(s.slug, z.name, z.network) for s in [zentral, *sites.values()] for z in s.zones.values()]
     nets.sort(key=lambda t: (int(t[2].network_address), t[2].prefixlen))
     for (s1, z1, n1), (s2, z2, n2) in itertools.pairwise(nets):
@@ -1203,11 +1328,6 @@ def load_estate(inventory: str | Path) -> model.Estate:
             )
     if problems:
         raise InventoryError(files.with_lines(problems))
-    active = {s: site for s, site in sites.items() if kommunen[s][0].status != "retired"}
-    retired = {s: site for s, site in sites.items() if s not in active}
-    return model.Estate(
-        standard=std, zentral=zentral, kommunen=active, sources={s: kommunen[s][1] for s in sites}, retired=retired
-    )
 
 
 def summary(estate: model.Estate) -> str:
