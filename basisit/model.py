@@ -196,9 +196,26 @@ def nth(net: ipaddress.IPv4Network, n: int) -> ipaddress.IPv4Address:
 
 
 def derive_kommune(standard: schema.StandardFile, zentral: Site, k: schema.KommuneFile) -> Site:
-    a = standard.addressing
     block = kommune_block(standard, k.net_index)
     size = effective_size(standard, k)
+    zones = _kommune_zones(standard.addressing, block)
+    hosts = _server_hosts(standard, k, size, zones) + _endpoint_hosts(standard, k, zones)
+    vpn = zentral.zones.get("vpn")
+    vpn_address = nth(vpn.network, k.net_index) if vpn else None
+    return Site(
+        slug=k.slug,
+        name=k.name,
+        block=block,
+        zones=zones,
+        hosts=tuple(hosts),
+        domain=k.ad_domain,
+        kommune=k,
+        size=size,
+        vpn_address=vpn_address,
+    )
+
+
+def _kommune_zones(a: schema.AddressingSpec, block: ipaddress.IPv4Network) -> dict[str, Zone]:
     zones: dict[str, Zone] = {}
     for zname in schema.ZONE_NAMES:
         spec = a.zones[zname]
@@ -206,12 +223,15 @@ def derive_kommune(standard: schema.StandardFile, zentral: Site, k: schema.Kommu
         # In the transfer zone the next hop is zentral's router; everywhere else the site gateway.
         gw = nth(net, a.transfer_zentral_host if zname == "transfer" else a.gateway_host)
         zones[zname] = Zone(zname, net, gw, spec.description)
+    return zones
 
+
+def _server_hosts(
+    standard: schema.StandardFile, k: schema.KommuneFile, size: str, zones: dict[str, Zone]
+) -> list[Host]:
+    """The host kinds' hosts for the Kommune's size class, numbered from each kind's host number."""
+    a = standard.addressing
     hosts: list[Host] = []
-
-    def fqdn(short: str) -> str:
-        return f"{short}.{k.ad_domain}"
-
     for kind, spec in standard.host_kinds.items():
         count = spec.count.get(size, 0)
         for i in range(count):
@@ -230,11 +250,17 @@ def derive_kommune(standard: schema.StandardFile, zentral: Site, k: schema.Kommu
                     roles=tuple(spec.roles),
                     addresses=addrs,
                     primary_zone=spec.zone,
-                    fqdn=fqdn(short),
+                    fqdn=f"{short}.{k.ad_domain}",
                 )
             )
+    return hosts
+
+
+def _endpoint_hosts(standard: schema.StandardFile, k: schema.KommuneFile, zones: dict[str, Zone]) -> list[Host]:
+    """The Kommune's endpoints in index order, each at the client zone's first endpoint host + index."""
+    hosts: list[Host] = []
     for ep in sorted(k.endpoints, key=lambda e: e.index):
-        addr = nth(zones["client"].network, a.endpoint_first_host + ep.index)
+        addr = nth(zones["client"].network, standard.addressing.endpoint_first_host + ep.index)
         hosts.append(
             Host(
                 name=f"{k.slug}-{ep.hostname}",
@@ -244,23 +270,11 @@ def derive_kommune(standard: schema.StandardFile, zentral: Site, k: schema.Kommu
                 roles=tuple(standard.endpoints.roles),
                 addresses={"client": addr},
                 primary_zone="client",
-                fqdn=fqdn(ep.hostname),
+                fqdn=f"{ep.hostname}.{k.ad_domain}",
                 asset=ep,
             )
         )
-    vpn = zentral.zones.get("vpn")
-    vpn_address = nth(vpn.network, k.net_index) if vpn else None
-    return Site(
-        slug=k.slug,
-        name=k.name,
-        block=block,
-        zones=zones,
-        hosts=tuple(hosts),
-        domain=k.ad_domain,
-        kommune=k,
-        size=size,
-        vpn_address=vpn_address,
-    )
+    return hosts
 
 
 def derive_zentral(z: schema.ZentralFile, gateway_host: int = 1) -> Site:
