@@ -18,6 +18,7 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from basisit import model, policy, sitefacts
@@ -387,25 +388,79 @@ def up(estate: model.Estate, slugs: list[str], state: Path, inventory: Path, out
         return _up(estate, slugs, state, inventory, out)
 
 
+@dataclass(frozen=True)
+class _UpRun:
+    """One `lab up`: what its steps share, and the changes made so far (none: 'nothing to change')."""
+
+    estate: model.Estate
+    state: Path
+    pfx: str
+    out: Out
+    changes: list[str] = field(default_factory=list)
+
+    def changed(self, line: str, change: str) -> None:
+        self.out(line)
+        self.changes.append(change)
+
+
 def _up(estate: model.Estate, slugs: list[str], state: Path, inventory: Path, out: Out) -> int:
     t0 = time.monotonic()
     pfx = names.prefix()
     claim(estate, state, pfx, out)
-    changes: list[str] = []
+    run = _UpRun(estate, state, pfx, out)
+    spec, img, key, pubkey = _prepare_machine(run, inventory)
+    plans, up_kommunen = _up_plans(run, slugs)
+    zgw = next(hp for hp in plans[0].hosts if hp.router)
+    _ensure_bridges(run, plans)
+    for c in ensure_control(estate, pfx):
+        run.changed(c, c)
+    # zentral's package proxy reaches the Debian mirror through this forwarder only
+    for c in ensure_upstream(estate, state, pfx, spec.suite):
+        run.changed(c, c)
+    # the zentral gateway's transfer NICs, re-read by its wrapper at every (re)boot
+    transfer_nics = [plan.transfer_nic(estate, _kommune(estate, s), pfx) for s in up_kommunen]
+    started = _start_machines(run, plans, img, pubkey, zgw, transfer_nics)
+    for hp in started:
+        run.changed(f"{hp.name}: started as {hp.machine}", f"{hp.name} started")
+    _refresh_known_hosts(state)
+    # the zentral gateway first: every other host is reached through it
+    _connect_zentral_gateway(run, zgw, started, transfer_nics, up_kommunen)
+    _wait_for_ssh(run, [hp for sp in plans for hp in sp.hosts if hp is not zgw], started)
+    for sp in plans:
+        if _facts(estate, state, sp, key):
+            run.changed(f"{sp.slug}: site facts written to {sitefacts.facts_path(state, sp.slug)}", f"{sp.slug} facts")
+    n = sum(len(sp.hosts) for sp in plans)
+    took = time.monotonic() - t0
+    if not run.changes:
+        out(f"lab up: nothing to change; {len(plans)} site(s), {n} host(s) already up and answering SSH ({took:.1f} s)")
+    else:
+        out(f"lab up: {len(plans)} site(s), {n} host(s) up and answering SSH in {took:.1f} s")
+    return 0
+
+
+def _prepare_machine(run: _UpRun, inventory: Path) -> tuple[image.ImageSpec, image.Image, Path, str]:
+    """This machine's inotify limit, the image (built when missing), the operator key."""
     old = system.raise_inotify_instances()
     if old is not None:
-        out(f"host: raised fs.inotify.max_user_instances from {old} to {system.INOTIFY_WANT} (each container uses ~10)")
-        changes.append("inotify")
+        run.changed(
+            f"host: raised fs.inotify.max_user_instances from {old} to {system.INOTIFY_WANT} (each container uses ~10)",
+            "inotify",
+        )
     spec = image.load_spec(inventory)
-    img, built = image.build(state, spec, pfx, progress=out)
+    img, built = image.build(run.state, spec, run.pfx, progress=run.out)
     if built is not None:
-        changes.append("image")
-    key, pubkey, created = ssh.ensure_key(state)
+        run.changes.append("image")
+    key, pubkey, created = ssh.ensure_key(run.state)
     if created:
-        out(f"operator key: created {key}")
-        changes.append("key")
+        run.changed(f"operator key: created {key}", "key")
+    return spec, img, key, pubkey
 
-    recorded = site_records(state)
+
+def _up_plans(run: _UpRun, slugs: list[str]) -> tuple[list[plan.SitePlan], list[str]]:
+    """The plans of zentral and the selected Kommunen; every Kommune whose transfer the zentral
+    gateway carries (the selected ones and those up before this run)."""
+    estate, pfx = run.estate, run.pfx
+    recorded = site_records(run.state)
     # Kommunen up before this run stay linked to zentral while their transfer bridge exists
     earlier = [
         s
@@ -416,114 +471,111 @@ def _up(estate: model.Estate, slugs: list[str], state: Path, inventory: Path, ou
     plans = [plan.site_plan(estate, estate.zentral, pfx)] + [
         plan.site_plan(estate, _kommune(estate, s), pfx) for s in slugs
     ]
-    zplan = plans[0]
-    zgw = next(hp for hp in zplan.hosts if hp.router)
+    return plans, up_kommunen
 
-    # bridges (zentral, the selected Kommunen), the control host's address and route
+
+def _ensure_bridges(run: _UpRun, plans: list[plan.SitePlan]) -> None:
+    """Each site's bridges, let through the host's FORWARD policy, and its record (bridges, machines, transfer veth)."""
     for sp in plans:
         made = [br for br in sp.bridges.values() if system.ensure_bridge(br)]
         for br in sp.bridges.values():
             if allow_bridge(br):
-                out(f"host: FORWARD policy drops; allowed bridged traffic on {br} (iptables rule '{FORWARD_COMMENT}')")
+                run.out(
+                    f"host: FORWARD policy drops; allowed bridged traffic on {br} (iptables rule '{FORWARD_COMMENT}')"
+                )
         rec = {
             "site": sp.slug,
             "bridges": list(sp.bridges.values()),
             "machines": [hp.machine for hp in sp.hosts],
         }
         if not sp.site.is_zentral:
-            nic = plan.transfer_nic(estate, sp.site, pfx)
+            nic = plan.transfer_nic(run.estate, sp.site, run.pfx)
             rec.update(transfer_veth=nic.host_if, transfer_file=plan.networkd_name(nic))
-        p = site_record_path(state, sp.slug)
+        p = site_record_path(run.state, sp.slug)
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(json.dumps(rec, indent=2) + "\n", encoding="utf-8")
         if made:
-            out(f"{sp.slug}: bridges {' '.join(made)} created")
-            changes.append(f"{sp.slug} bridges")
-    for c in ensure_control(estate, pfx):
-        out(c)
-        changes.append(c)
-    # zentral's package proxy reaches the Debian mirror through this forwarder only
-    for c in ensure_upstream(estate, state, pfx, spec.suite):
-        out(c)
-        changes.append(c)
+            run.changed(f"{sp.slug}: bridges {' '.join(made)} created", f"{sp.slug} bridges")
 
-    # the zentral gateway's transfer NICs, re-read by its wrapper at every (re)boot
-    transfer_nics = [plan.transfer_nic(estate, _kommune(estate, s), pfx) for s in up_kommunen]
 
-    # machines: prepare and start what is not running (start returns at once; boots run in parallel)
+def _start_machines(
+    run: _UpRun,
+    plans: list[plan.SitePlan],
+    img: image.Image,
+    pubkey: str,
+    zgw: plan.HostPlan,
+    transfer_nics: list[plan.Nic],
+) -> list[plan.HostPlan]:
+    """Prepare and start what is not running (start returns at once; boots run in parallel)."""
     started: list[plan.HostPlan] = []
     for sp in plans:
         for hp in sp.hosts:
-            d = host.host_dir(state, hp.machine)
+            d = host.host_dir(run.state, hp.machine)
             rec = host.Record.load(d)
             if rec and host.is_running(rec.group, hp.machine, d / "root"):
                 continue
             if rec and (system.cgroup_populated(rec.group, hp.machine) or system.is_mounted(d / "root")):
                 # leftovers of a crash (a guest whose nspawn died, a mounted overlay): stop them cleanly,
                 # so nothing writes to the overlay's upper dir while it is mounted
-                host.stop(state, hp.machine)
+                host.stop(run.state, hp.machine)
             root = img.root
             if rec and rec.image != img.key:
-                other = image.by_key(state, rec.image)
+                other = image.by_key(run.state, rec.image)
                 if other is None:
                     raise LabError(
                         f"{hp.name}: its overlay was made from image {rec.image}, which is gone; "
                         f"run `basisit lab down --kommune {sp.slug}` and up again"
                     )
                 root = other.root
-            host.prepare(state, hp, img.key, root, pubkey, pfx, extra_links=transfer_nics if hp is zgw else ())
-            host.start(state, hp.machine, root)
+            host.prepare(run.state, hp, img.key, root, pubkey, run.pfx, extra_links=transfer_nics if hp is zgw else ())
+            host.start(run.state, hp.machine, root)
             started.append(hp)
-    for hp in started:
-        out(f"{hp.name}: started as {hp.machine}")
-        changes.append(f"{hp.name} started")
-    _refresh_known_hosts(state)
+    return started
 
-    # the zentral gateway first: every other host is reached through it
+
+def _connect_zentral_gateway(
+    run: _UpRun,
+    zgw: plan.HostPlan,
+    started: list[plan.HostPlan],
+    transfer_nics: list[plan.Nic],
+    up_kommunen: list[str],
+) -> None:
+    """Wait for the zentral gateway's SSH, give it the transfer NICs, configure their networks."""
+    state = run.state
     zaddr = str(zgw.host.address)
     secs = ssh.wait_ready(state, zaddr, SSH_READY_SECONDS)
     if zgw in started:
-        out(f"{zgw.name}: ssh ready at {zaddr} ({secs:.1f} s)")
+        run.out(f"{zgw.name}: ssh ready at {zaddr} ({secs:.1f} s)")
     zrec = host.Record.load(host.host_dir(state, zgw.machine))
     assert zrec is not None
     host.set_links(state, zgw, transfer_nics)
     for nic in transfer_nics:
         if host.hot_add_link(zrec.group, zgw.machine, nic):
-            out(f"{zgw.name}: added {nic.guest_if} in {nic.bridge} ({nic.address})")
-            changes.append(f"link {nic.host_if}")
-    files, stale = _transfer_files(estate, up_kommunen, pfx)
+            run.changed(f"{zgw.name}: added {nic.guest_if} in {nic.bridge} ({nic.address})", f"link {nic.host_if}")
+    files, stale = _transfer_files(run.estate, up_kommunen, run.pfx)
     if _configure_zentral_transfers(state, zaddr, files, stale):
-        out(f"{zgw.name}: transfer networks configured for {', '.join(up_kommunen) or 'no Kommune'}")
-        changes.append("zentral transfers")
+        run.changed(
+            f"{zgw.name}: transfer networks configured for {', '.join(up_kommunen) or 'no Kommune'}",
+            "zentral transfers",
+        )
 
-    # every host answers SSH at its model address (in parallel)
-    waiting = [hp for sp in plans for hp in sp.hosts if hp is not zgw]
+
+def _wait_for_ssh(run: _UpRun, waiting: list[plan.HostPlan], started: list[plan.HostPlan]) -> None:
+    """Every host answers SSH at its model address (in parallel); LabError naming those that do not."""
     errors: list[str] = []
     with ThreadPoolExecutor(max_workers=min(32, max(1, len(waiting)))) as pool:
-        futs = [(hp, pool.submit(ssh.wait_ready, state, str(hp.host.address), SSH_READY_SECONDS)) for hp in waiting]
+        futs = [(hp, pool.submit(ssh.wait_ready, run.state, str(hp.host.address), SSH_READY_SECONDS)) for hp in waiting]
         for hp, f in futs:
             try:
                 s = f.result()
                 if hp in started:
-                    out(f"{hp.name}: ssh ready at {hp.host.address} ({s:.1f} s)")
+                    run.out(f"{hp.name}: ssh ready at {hp.host.address} ({s:.1f} s)")
             except LabError as e:
                 errors.append(f"{hp.name}: {e}")
     if errors:
         for e in errors:
-            out(e)
-        raise LabError(f"{len(errors)} host(s) did not answer SSH; see console.log under {host.hosts_dir(state)}")
-
-    for sp in plans:
-        if _facts(estate, state, sp, key):
-            out(f"{sp.slug}: site facts written to {sitefacts.facts_path(state, sp.slug)}")
-            changes.append(f"{sp.slug} facts")
-    n = sum(len(sp.hosts) for sp in plans)
-    took = time.monotonic() - t0
-    if not changes:
-        out(f"lab up: nothing to change; {len(plans)} site(s), {n} host(s) already up and answering SSH ({took:.1f} s)")
-    else:
-        out(f"lab up: {len(plans)} site(s), {n} host(s) up and answering SSH in {took:.1f} s")
-    return 0
+            run.out(e)
+        raise LabError(f"{len(errors)} host(s) did not answer SSH; see console.log under {host.hosts_dir(run.state)}")
 
 
 # --- down ------------------------------------------------------------------------------------
