@@ -628,29 +628,9 @@ def _down(estate: model.Estate, slugs: list[str], all_: bool, purge: bool, state
     zgw = next(hp for hp in plan.site_plan(estate, estate.zentral, pfx).hosts if hp.router)
     targets = sorted(s for s in recorded if s != model.ZENTRAL) if all_ else slugs
     for slug in targets:
-        if slug not in recorded:
-            out(f"{slug}: not up; nothing to do")
-            continue
-        rec = recorded[slug]
-        if rec.get("transfer_veth"):
-            system.delete_link(rec["transfer_veth"])
-            host.remove_link_line(state, zgw.machine, rec["transfer_veth"])
-        _stop_all(state, rec.get("machines", []), out)
-        for br in rec.get("bridges", []):
-            remove_bridge(br)
-        sitefacts.remove(state, slug)
-        site_record_path(state, slug).unlink(missing_ok=True)
-        out(f"{slug}: down ({len(rec.get('machines', []))} host(s), bridges {' '.join(rec.get('bridges', []))})")
+        _down_site(state, slug, recorded, zgw, out)
     if not all_:
-        # zentral stays; drop the transfer files of Kommunen that are gone (best effort: it may be down)
-        zrec = host.Record.load(host.host_dir(state, zgw.machine))
-        if zrec and host.is_running(zrec.group, zgw.machine, host.host_dir(state, zgw.machine) / "root"):
-            up_now = [s for s in site_records(state) if s in estate.kommunen]
-            files, stale = _transfer_files(estate, up_now, pfx)
-            try:
-                _configure_zentral_transfers(state, str(zgw.host.address), files, stale)
-            except LabError as e:
-                out(f"{zgw.name}: could not remove stale transfer files ({e})")
+        _drop_stale_transfers(estate, state, zgw, pfx, out)
         return 0
     if model.ZENTRAL in recorded:
         rec = recorded[model.ZENTRAL]
@@ -665,6 +645,45 @@ def _down(estate: model.Estate, slugs: list[str], all_: bool, purge: bool, state
         sweep(estate, estate.sites, state, pfx)
     else:
         out(f"lab: another state directory holds this machine ({owner()}); removed only what {state} recorded")
+    _forget_lab(estate, state, pfx)
+    if purge:
+        _purge(state, out)
+    out("lab down: every lab container, veth, bridge, mount and cgroup removed")
+    return 0
+
+
+def _down_site(state: Path, slug: str, recorded: dict[str, dict], zgw: plan.HostPlan, out: Out) -> None:
+    """One Kommune by its record: transfer veth, machines, bridges, facts, the record itself."""
+    if slug not in recorded:
+        out(f"{slug}: not up; nothing to do")
+        return
+    rec = recorded[slug]
+    if rec.get("transfer_veth"):
+        system.delete_link(rec["transfer_veth"])
+        host.remove_link_line(state, zgw.machine, rec["transfer_veth"])
+    _stop_all(state, rec.get("machines", []), out)
+    for br in rec.get("bridges", []):
+        remove_bridge(br)
+    sitefacts.remove(state, slug)
+    site_record_path(state, slug).unlink(missing_ok=True)
+    out(f"{slug}: down ({len(rec.get('machines', []))} host(s), bridges {' '.join(rec.get('bridges', []))})")
+
+
+def _drop_stale_transfers(estate: model.Estate, state: Path, zgw: plan.HostPlan, pfx: str, out: Out) -> None:
+    """zentral stays; drop the transfer files of Kommunen that are gone (best effort: it may be down)."""
+    zrec = host.Record.load(host.host_dir(state, zgw.machine))
+    if zrec and host.is_running(zrec.group, zgw.machine, host.host_dir(state, zgw.machine) / "root"):
+        up_now = [s for s in site_records(state) if s in estate.kommunen]
+        files, stale = _transfer_files(estate, up_now, pfx)
+        try:
+            _configure_zentral_transfers(state, str(zgw.host.address), files, stale)
+        except LabError as e:
+            out(f"{zgw.name}: could not remove stale transfer files ({e})")
+
+
+def _forget_lab(estate: model.Estate, state: Path, pfx: str) -> None:
+    """What the state directory and the machine keep of the lab: host directories, site records,
+    the lab's site facts, the cgroup group, known hosts, the claim on the machine."""
     for d, _rec in host.records(state):
         if not system.is_mounted(d / "root"):
             shutil.rmtree(d)
@@ -676,18 +695,17 @@ def _down(estate: model.Estate, slugs: list[str], all_: bool, purge: bool, state
     system.remove_group_if_empty(names.cgroup_group(pfx))
     ssh.known_hosts_file(state).unlink(missing_ok=True)
     release(state, pfx)
-    if purge:
-        with open("/proc/self/mountinfo", encoding="utf-8") as fh:
-            mounted = [t for t in (line.split()[4] for line in fh) if t.startswith(f"{lab_dir(state).resolve()}/")]
-        if mounted:
-            raise LabError(
-                f"{mounted[0]} is still mounted; unmount it, then run `basisit lab down --all --purge` again"
-            )
-        removed = image.remove_all(state)
-        shutil.rmtree(lab_dir(state), ignore_errors=True)
-        out(f"lab: purged {len(removed)} image(s), the operator key and {lab_dir(state)}")
-    out("lab down: every lab container, veth, bridge, mount and cgroup removed")
-    return 0
+
+
+def _purge(state: Path, out: Out) -> None:
+    """The images, the operator key and the lab directory; refused while anything in it is mounted."""
+    with open("/proc/self/mountinfo", encoding="utf-8") as fh:
+        mounted = [t for t in (line.split()[4] for line in fh) if t.startswith(f"{lab_dir(state).resolve()}/")]
+    if mounted:
+        raise LabError(f"{mounted[0]} is still mounted; unmount it, then run `basisit lab down --all --purge` again")
+    removed = image.remove_all(state)
+    shutil.rmtree(lab_dir(state), ignore_errors=True)
+    out(f"lab: purged {len(removed)} image(s), the operator key and {lab_dir(state)}")
 
 
 # --- status ----------------------------------------------------------------------------------
