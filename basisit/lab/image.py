@@ -275,46 +275,61 @@ def build(state: Path, spec: ImageSpec, pfx: str, progress=print, force: bool = 
         apt_cache.mkdir(parents=True, exist_ok=True)
         log = work / "build.log"
         progress(f"image {spec.key}: debootstrap {spec.suite} from {spec.mirror} (log: {final / 'build.log'})")
-        cmd = [
-            "debootstrap",
-            "--variant=minbase",
-            f"--cache-dir={deb_cache.resolve()}",
-            f"--include={','.join(BASE_INCLUDE)}",
-            spec.suite,
-            str(root),
-            spec.mirror,
-        ]
-        with open(log, "a") as out:
-            p = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-        if p.returncode != 0:
-            raise LabError(f"debootstrap failed (exit {p.returncode}); see {log}")
-        (root / "etc/apt/sources.list").write_text(_sources(spec), encoding="utf-8")
-        n = len(spec.packages) + len(spec.packages_no_recommends)
-        progress(f"image {spec.key}: installing {n} packages from {spec.list_file}")
-        env = {
-            "PACKAGES": " ".join(spec.packages),
-            "PACKAGES_NR": " ".join(spec.packages_no_recommends),
-            "MASKED": " ".join(MASKED),
-            "DISABLED": " ".join(DISABLED),
-            "AUTOMATION_USER": AUTOMATION_USER,
-        }
-        _nspawn_build(root, apt_cache.resolve(), SETUP_SCRIPT, env, log, pfx)
-        _finish(root)
-        meta = {
-            "key": spec.key,
-            "suite": spec.suite,
-            "mirror": spec.mirror,
-            "security_mirror": spec.security_mirror,
-            "packages": list(spec.packages),
-            "packages_no_recommends": list(spec.packages_no_recommends),
-            "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "build_seconds": round(time.monotonic() - t0, 1),
-        }
+        _debootstrap(spec, root, deb_cache, log)
+        _install_packages(spec, root, apt_cache, log, pfx, progress)
+        meta = _meta(spec, t0)
         (work / "image.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         work.rename(final)
         secs = time.monotonic() - t0
         progress(f"image {spec.key}: built in {secs:.0f} s")
         return Image(spec.key, final / "root", meta), secs
+
+
+def _debootstrap(spec: ImageSpec, root: Path, deb_cache: Path, log: Path) -> None:
+    """A minimal Debian in root, with the base packages every host needs to boot under nspawn."""
+    cmd = [
+        "debootstrap",
+        "--variant=minbase",
+        f"--cache-dir={deb_cache.resolve()}",
+        f"--include={','.join(BASE_INCLUDE)}",
+        spec.suite,
+        str(root),
+        spec.mirror,
+    ]
+    with open(log, "a") as out:
+        p = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+    if p.returncode != 0:
+        raise LabError(f"debootstrap failed (exit {p.returncode}); see {log}")
+
+
+def _install_packages(spec: ImageSpec, root: Path, apt_cache: Path, log: Path, pfx: str, progress) -> None:
+    """The image's sources and packages (SETUP_SCRIPT in a build container), then its final touches."""
+    (root / "etc/apt/sources.list").write_text(_sources(spec), encoding="utf-8")
+    n = len(spec.packages) + len(spec.packages_no_recommends)
+    progress(f"image {spec.key}: installing {n} packages from {spec.list_file}")
+    env = {
+        "PACKAGES": " ".join(spec.packages),
+        "PACKAGES_NR": " ".join(spec.packages_no_recommends),
+        "MASKED": " ".join(MASKED),
+        "DISABLED": " ".join(DISABLED),
+        "AUTOMATION_USER": AUTOMATION_USER,
+    }
+    _nspawn_build(root, apt_cache.resolve(), SETUP_SCRIPT, env, log, pfx)
+    _finish(root)
+
+
+def _meta(spec: ImageSpec, t0: float) -> dict:
+    """image.json: what the image was built from, when, and how long it took."""
+    return {
+        "key": spec.key,
+        "suite": spec.suite,
+        "mirror": spec.mirror,
+        "security_mirror": spec.security_mirror,
+        "packages": list(spec.packages),
+        "packages_no_recommends": list(spec.packages_no_recommends),
+        "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "build_seconds": round(time.monotonic() - t0, 1),
+    }
 
 
 def _finish(root: Path) -> None:
