@@ -300,6 +300,7 @@ def _load_extensions() -> None:
         "basisit.drift.cli",
         "basisit.rollout",
         "basisit.retire",
+        "basisit.restore",
     ):
         try:
             m = importlib.import_module(mod)

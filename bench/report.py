@@ -280,6 +280,29 @@ def _scale_rows(ro: dict) -> list[Row]:
         )
     else:
         out.append(("scale run", "not measured", "", "", ""))
+    out += _restore_rows()
+    return out
+
+
+def _restore_rows() -> list[tuple[str, str, str, str, str]]:
+    """RTO of a lost DC (bench/restore.py, tests/lab/test_restore.py): destroyed to verified."""
+    out = []
+    for p in sorted(RESULTS.glob("restore-*.json")):
+        r = json.loads(p.read_text(encoding="utf-8"))
+        steps = ", ".join(f"{k} {v['seconds']:.0f} s" for k, v in r.get("steps", {}).items())
+        met = "met" if r["rto_seconds"] <= r["target_seconds"] and r["result"] == "ok" else "missed"
+        out.append(
+            (
+                f"RTO of a lost DC ({r['kommune']} {r['host']}, {r['backend']}: destroyed to verified)",
+                f"{r['rto_seconds']:.0f} s",
+                f"target {r['target_seconds']} s {met}; result {r['result']}; {steps}"
+                + (f"; load {r['machine']['loadavg_1m']}" if "loadavg_1m" in r.get("machine", {}) else ""),
+                _machine(r.get("machine", {})),
+                _date(r.get("date", "")),
+            )
+        )
+    if not out:
+        out.append(("RTO of a lost DC", "not measured", "bench/restore.py", "", ""))
     return out
 
 
@@ -359,6 +382,8 @@ def render() -> str:
         "  its first task) and the size of the hostvars it carries.",
         "- `bench/hardening.py`: Lynis in every role's host of a converged lab (nalbach + zentral),",
         "  hardening index and warnings per host, before and after the hardening fixes.",
+        "- `bench/restore.py`: RTO of a lost domain controller in the lab (`basisit lab destroy`, then",
+        "  `basisit restore` until `basisit verify` passes); tests/lab/test_restore.py records it too.",
         "",
         "| what | figure | detail | machine | date |",
         "|---|---|---|---|---|",

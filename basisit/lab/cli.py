@@ -1,4 +1,4 @@
-"""`basisit lab image|up|down|status` (registered by basisit.cli)."""
+"""`basisit lab image|up|down|destroy|status` (registered by basisit.cli)."""
 
 from __future__ import annotations
 
@@ -84,6 +84,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@_guard
+def cmd_destroy(args: argparse.Namespace) -> int:
+    from basisit.cli import UsageError, estate_of, select_sites
+
+    estate = estate_of(args)
+    select_sites(estate, [args.kommune])
+    site = estate.site(args.kommune)
+    h = next((h for h in site.hosts if args.host in (h.short, h.name)), None)
+    if h is None:
+        raise UsageError(f"{args.kommune}: no host {args.host!r} (hosts: {', '.join(x.short for x in site.hosts)})")
+    lab.destroy_host(estate, args.kommune, h.name, _state(args), _out)
+    return EXIT_OK
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("lab", help="the local lab: sites as systemd-nspawn containers (root)")
     lsub = p.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
@@ -103,6 +117,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--all", action="store_true", help="every site, zentral included")
     d.add_argument("--purge", action="store_true", help="with --all: also the cached image and the operator key")
     d.set_defaults(func=cmd_down)
+
+    x = lsub.add_parser(
+        "destroy",
+        help="lose one host as a disaster would: stop it and throw its disk away (basisit restore rebuilds a DC)",
+    )
+    x.add_argument("--kommune", required=True, metavar="SLUG")
+    x.add_argument("--host", required=True, metavar="NAME", help="short name (dc1) or inventory name")
+    x.set_defaults(func=cmd_destroy)
 
     s = lsub.add_parser("status", help="sites and hosts with state and address")
     s.set_defaults(func=cmd_status)

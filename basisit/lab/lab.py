@@ -578,6 +578,45 @@ def _wait_for_ssh(run: _UpRun, waiting: list[plan.HostPlan], started: list[plan.
         raise LabError(f"{len(errors)} host(s) did not answer SSH; see console.log under {host.hosts_dir(run.state)}")
 
 
+# --- one host: destroyed (a lost machine) and recreated ----------------------------------------
+
+
+def destroy_host(estate: model.Estate, slug: str, host_name: str, state: Path, out: Out = print) -> str:
+    """Lose one machine as a disaster would: stop it and throw its disk (the overlay's upper dir,
+    its host key, everything written since the image) away. By its exact model-derived name; the
+    site's bridges and the other hosts stay. `lab up` (or `basisit restore`) boots a fresh one from
+    the golden image. Returns the machine name."""
+    preflight()
+    pfx = names.prefix()
+    site = estate.site(slug)
+    hp = next((h for h in plan.site_plan(estate, site, pfx).hosts if h.host.name == host_name), None)
+    if hp is None:
+        raise LabError(f"{slug}: no lab host {host_name!r} (hosts: {', '.join(h.name for h in site.hosts)})")
+    if hp.router:
+        raise LabError(f"{host_name} is a router: destroying it would cut the site off; not supported")
+    with locked(state):
+        d = host.host_dir(state, hp.machine)
+        host.stop(state, hp.machine, names.cgroup_group(pfx))
+        if system.is_mounted(d / "root"):
+            raise LabError(f"{d / 'root'} is still mounted; cannot throw {hp.machine}'s disk away")
+        existed = d.exists()
+        if existed:
+            shutil.rmtree(d)
+    out(f"{host_name}: {hp.machine} stopped and its disk thrown away" if existed else f"{host_name}: no disk to remove")
+    return hp.machine
+
+
+def host_running(estate: model.Estate, slug: str, host_name: str, state: Path) -> bool:
+    """True while the lab machine of this host runs (exact model-derived name)."""
+    site = estate.site(slug)
+    hp = next((h for h in plan.site_plan(estate, site, names.prefix()).hosts if h.host.name == host_name), None)
+    if hp is None:
+        return False
+    d = host.host_dir(state, hp.machine)
+    rec = host.Record.load(d)
+    return rec is not None and host.is_running(rec.group, hp.machine, d / "root")
+
+
 # --- down ------------------------------------------------------------------------------------
 
 

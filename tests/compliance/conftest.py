@@ -76,6 +76,7 @@ LANDED = {
     "domain_member",
     "endpoint",
     "backup_client",
+    "backup_client/samba",
     "backup_server",
     "backup_server/retired",
     "backup_retention",

@@ -67,6 +67,30 @@ def test_restore_canary(host, target):
     assert out.stdout.split()[0] == want, "restored canary differs from the original"
 
 
+@pytest.mark.role("ad_dc")
+@pytest.mark.feature("backup_client/samba")
+@pytest.mark.controls("gs:APP.2.2.A12", "gs:CON.3.A15", "wiba:Backup")
+def test_newest_snapshot_holds_a_restorable_domain_backup(host, target):
+    """A DC's newest snapshot holds the Samba domain backup `basisit restore` rebuilds the DC from
+    (the backup job's offline `samba-tool domain backup`): restored from the repository into a
+    scratch dir, the tarball holds the domain database (private/sam.ldb) and the sysvol."""
+    samba_dir = role_default("backup_client", "backup_client_samba_dir")
+    out = host.run(
+        f"d=$(mktemp -d) && trap 'rm -rf \"$d\"' EXIT && {RESTIC} restore latest --host %s --include %s "
+        f'--target "$d" >/dev/null && f=$(ls "$d"%s/samba-backup-*.tar.bz2 2>/dev/null | tail -1) '
+        f'&& [ -n "$f" ] && basename "$f" && tar -tjf "$f" | grep -xE "private/sam.ldb|sysvol.tar.gz"',
+        target.name,
+        samba_dir,
+        samba_dir,
+    )
+    assert out.rc == 0, (
+        f"the newest snapshot of {target.name} holds no Samba domain backup under {samba_dir} "
+        f"(or it cannot be restored): {out.stderr.strip()[-300:]}"
+    )
+    lines = out.stdout.split()
+    assert {"private/sam.ldb", "sysvol.tar.gz"} <= set(lines[1:]), f"{lines[0]} lacks the database or the sysvol"
+
+
 def _remote_python(code: str) -> str:
     """A python3 command line running `code` (no quoting issues; the code holds no secret)."""
     encoded = base64.b64encode(code.encode()).decode()
