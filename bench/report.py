@@ -124,6 +124,7 @@ def rows() -> list[Row]:
         *_inventory_rows(),
         *_hardening_rows(),
         *_scale_rows(rollout),
+        *_restore_rows(),
     ]
 
 
@@ -280,13 +281,12 @@ def _scale_rows(ro: dict) -> list[Row]:
         )
     else:
         out.append(("scale run", "not measured", "", "", ""))
-    out += _restore_rows()
     return out
 
 
-def _restore_rows() -> list[tuple[str, str, str, str, str]]:
+def _restore_rows() -> list[Row]:
     """RTO of a lost DC (bench/restore.py, tests/lab/test_restore.py): destroyed to verified."""
-    out = []
+    out: list[Row] = []
     for p in sorted(RESULTS.glob("restore-*.json")):
         r = json.loads(p.read_text(encoding="utf-8"))
         steps = ", ".join(f"{k} {v['seconds']:.0f} s" for k, v in r.get("steps", {}).items())
