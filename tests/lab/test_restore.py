@@ -4,13 +4,16 @@ On the converged session lab: nalbach-dc1 is backed up through the normal job; t
 its newest snapshot holds a restorable domain backup passes, is seen failing when the newest
 snapshot lacks it (a snapshot of /etc/hostname only, taken with the DC's own credential) and
 passes after the next backup. Then the DC is lost — `basisit lab destroy` stops its machine and
-throws its disk away — and `basisit restore --kommune nalbach --host dc1` boots a fresh one from
-the golden image, restores the domain from the newest snapshot under the DC's own name, converges
-the Kommune (playbooks/restore-dc.yml) and runs `basisit verify --kommune nalbach`, which passes (the probe user's Kerberos
-login and SMB from the endpoint included). The domain SID, the users and the groups are the ones
+throws its disk away — a fresh host is booted at its name (`lab up`), a plain converge of nalbach
+is refused before anything is applied (the provisioning guard: it would make a new domain), and
+`basisit restore --kommune nalbach --host dc1` (its recreate step finds the fresh host) restores
+the domain from the newest snapshot under the DC's own name, converges the Kommune
+(playbooks/restore-dc.yml) and runs `basisit verify --kommune nalbach`, which passes (the probe
+user's Kerberos login and SMB from the endpoint included). The domain SID, the users and the groups are the ones
 from before; the endpoint keeps its trust (its machine keytab authenticates against the restored
-DC; it was not joined again). The RTO (destroy to verified) is recorded to $BASISIT_RESTORE_RESULTS
-when set (bench/restore.py).
+DC; it was not joined again). The RTO (destroy to verified, the refused converge not counted) is
+recorded to $BASISIT_RESTORE_RESULTS when set (bench/restore.py). Runs after the other modules
+but before test_retire (conftest's FINAL_MODULES) and leaves nalbach converged and verified.
 """
 
 from __future__ import annotations
@@ -112,8 +115,26 @@ def test_lost_dc_restored_from_backup_passes_verify(site):
     gone = time.monotonic()
     assert lab.ssh(_addr(lab, DC), "true", timeout=15).returncode != 0, "the DC still answers after destroy"
 
+    # a fresh host at the DC's name (what restore's recreate step does), then a plain converge of
+    # the Kommune: refused before anything is applied (it would provision a new domain)
+    lab.cli("lab", "up", "--kommune", KOMMUNE)
+    t0 = time.monotonic()
+    p = _converge_fresh(lab, KOMMUNE)
+    refused_seconds = time.monotonic() - t0
+    said = " ".join((p.stdout + p.stderr).split())
+    assert p.returncode != 0, f"a converge of the fresh DC host was not refused:\n{p.stdout[-3000:]}"
+    assert f"basisit restore --kommune {KOMMUNE} --host dc1" in said and "NEW domain" in said, p.stdout[-3000:]
+    assert before["sid"] in said, f"the refusal does not name the recorded domain {before['sid']}: {p.stdout[-2000:]}"
+    r = playbook.recap(p.stdout)
+    assert r.get(DC, {}).get("failed") == 1 and all(v["changed"] == 0 for v in r.values()), r
+    clean = _sh(
+        lab, DC, "for f in /var/lib/samba/private/sam.ldb /etc/basisit-backup; do test -e $f && echo $f; done; true"
+    )
+    assert not clean.split(), f"the refused converge provisioned or configured the fresh DC host: {clean}"
+
     p = lab.cli("restore", "--kommune", KOMMUNE, "--host", "dc1", "--json", check=False, timeout=5400)
-    rto = time.monotonic() - gone
+    # destroyed to verified, without the refused converge the test added
+    rto = time.monotonic() - gone - refused_seconds
     doc = json.loads(p.stdout) if p.stdout.strip().startswith("{") else {}
     if os.environ.get("BASISIT_RESTORE_RESULTS") and doc:
         import sys
@@ -148,6 +169,19 @@ def test_lost_dc_restored_from_backup_passes_verify(site):
     servers = _sh(lab, DC, "samba-tool computer list")
     assert "DC1$" in servers.split(), servers
     assert not [s for s in servers.split() if s.startswith("RESTORE")], f"staging DC left behind: {servers}"
+
+
+def _converge_fresh(lab, limit: str):
+    """site.yml -l LIMIT with a fresh ssh control directory (no master connection to the lost host)."""
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="basisit-rst-cp-") as cp:
+        env = dict(lab.env, BASISIT_STATE=str(lab.state), ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+        env["ANSIBLE_SSH_CONTROL_PATH_DIR"] = cp
+        cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "playbooks/site.yml", "-l", limit]
+        return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 
 def _restore_log(lab) -> str:
