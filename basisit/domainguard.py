@@ -11,8 +11,10 @@ by the primary DC's converge (roles/ad_dc tasks/provision.yml) once its database
 
 It is not written again while the DC's domain SID is the recorded one; another SID on the DC fails
 the converge (a second domain was provisioned or restored from another Kommune's backup). The
-record stays when the lab or the cloud stack is taken down; removing it is the operator's explicit
-"this domain and its backups are gone for good: provision a new one".
+record stays when a DC is lost (`basisit lab destroy --host`) and when a cloud stack is torn down;
+removing it is the operator's explicit "this domain and its backups are gone for good: provision a
+new one". `basisit lab down` of a Kommune removes it (`forget`): the lab site is gone with every
+member of its domain, so there is no trust left to keep.
 
 Read by the lookup `basisit_domain_guard` (plugins/lookup) in site.yml's first play and in
 provision.yml; the decisions are the pure functions below.
@@ -97,3 +99,13 @@ def mismatch(slug: str, host: str, live_sid: str, record: dict | None, path: str
         f"from another backup); members and backups belong to the recorded one. Restore the DC "
         f"(basisit restore), or, if the recorded domain is gone for good, remove {path}."
     )
+
+
+def forget(state: str | Path, slug: str) -> bool:
+    """Remove the Kommune's domain record (its lab site is gone); True when there was one."""
+    path = record_path(state, slug)
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True

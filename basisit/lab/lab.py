@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from basisit import model, policy, sitefacts
+from basisit import domainguard, model, policy, sitefacts
 from basisit.lab import host, image, names, plan, ssh, system
 from basisit.lab.system import LabError
 
@@ -706,6 +706,10 @@ def _down_site(state: Path, slug: str, recorded: dict[str, dict], zgw: plan.Host
     sitefacts.remove(state, slug)
     site_record_path(state, slug).unlink(missing_ok=True)
     out(f"{slug}: down ({len(rec.get('machines', []))} host(s), bridges {' '.join(rec.get('bridges', []))})")
+    # the whole site is gone, its domain members with it: no trust left to keep, the next
+    # converge provisions its domain anew (`lab destroy --host` keeps the record: a lost DC)
+    if domainguard.forget(state, slug):
+        out(f"{slug}: domain record {domainguard.record_path(state, slug)} removed")
 
 
 def _drop_stale_transfers(estate: model.Estate, state: Path, zgw: plan.HostPlan, pfx: str, out: Out) -> None:

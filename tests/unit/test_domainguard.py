@@ -139,3 +139,12 @@ def test_provision_refuses_before_anything_is_removed_or_provisioned():
     assert names.index("Domain is provisioned (once, on the primary DC)") < names.index(
         "The domain is recorded on the control host (<state>/domains/<slug>.json)"
     )
+
+
+def test_lab_down_forgets_the_record_of_that_kommune_only(tmp_path):
+    """`lab down` of a Kommune removes its record (every member of the domain went with it), no other."""
+    _write(tmp_path, "nalbach")
+    other = _write(tmp_path, "bous")
+    assert g.forget(tmp_path, "nalbach") is True
+    assert g.read_record(tmp_path, "nalbach") is None and other.exists()
+    assert g.forget(tmp_path, "nalbach") is False
