@@ -65,8 +65,9 @@ LANDED = {
             "patching",
         )
     ),
-    *(f"gateway/{f}" for f in ("forward", "nat", "dns", "dhcp", "ntp", "vpn")),
+    *(f"gateway/{f}" for f in ("forward", "nat", "dns", "dhcp", "ntp", "vpn", "underlay")),
     "vpn_hub/tunnel",
+    "vpn_hub/routes",
     "ad_dc",
     "ad_dc/probe",
     "ad_dc/join",

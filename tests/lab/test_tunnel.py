@@ -72,10 +72,12 @@ def _route_dev(lab, host: str, address: str) -> str:
 
 class Capture:
     """Every IPv4 packet through one interface of the lab host (AF_PACKET, as tcpdump reads it):
-    (proto, src, sport, dst, dport) per packet; ports 0 for ICMP."""
+    (proto, src, sport, dst, dport) per packet; ports 0 for ICMP. ETH_P_ALL, as tcpdump: a socket
+    bound to ETH_P_IP alone sees neither what the host sends out of the port nor, on a bridge port
+    (the transfer veth is one), what arrives (the bridge takes the frame before protocol handlers)."""
 
     def __init__(self, iface: str):
-        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(0x0800))
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(0x0003))  # ETH_P_ALL
         self.sock.bind((iface, 0))
         self.sock.settimeout(0.5)
         self.seen: list[tuple[str, str, int, str, int]] = []
@@ -88,6 +90,8 @@ class Capture:
             try:
                 frame = self.sock.recv(65535)
             except TimeoutError:
+                continue
+            if frame[12:14] != b"\x08\x00":  # IPv4 only (ARP, IPv6 and the like are not service traffic)
                 continue
             ip = frame[14:]
             if len(ip) < 20 or ip[0] >> 4 != 4:
