@@ -23,6 +23,15 @@ def vault_key_home(tmp_path_factory, monkeypatch) -> Path:
     return home
 
 
+@pytest.fixture(scope="session")
+def planned_listing(tmp_path_factory) -> dict:
+    """`ansible-inventory -i inventory --list` of the shipped model with an empty state directory
+    (nothing realised), run once per test process for every module that reads it. Read-only."""
+    from test_inventory_plugin import inventory_list
+
+    return inventory_list(tmp_path_factory.mktemp("state"))
+
+
 @pytest.fixture
 def inv(tmp_path: Path) -> Path:
     """A copy of inventory/ (model files only) in a temporary directory."""

@@ -40,9 +40,9 @@ def inventory_list(state: Path, inventory: Path = ROOT / "inventory") -> dict:
     return _plain(json.loads(p.stdout))
 
 
-@pytest.fixture(scope="module")
-def planned(tmp_path_factory) -> dict:
-    return inventory_list(tmp_path_factory.mktemp("state"))
+@pytest.fixture
+def planned(planned_listing) -> dict:
+    return planned_listing
 
 
 def test_lists_the_model_kommunen_with_hosts_and_addresses(planned):

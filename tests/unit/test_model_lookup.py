@@ -17,7 +17,6 @@ import shutil
 
 import pytest
 from conftest import ROOT
-from test_inventory_plugin import inventory_list
 
 from basisit import derived, policy
 from basisit.validate import load_estate
@@ -111,9 +110,9 @@ def old(estate):
     return old_hostvars(estate)
 
 
-@pytest.fixture(scope="module")
-def listing(tmp_path_factory) -> dict:
-    return inventory_list(tmp_path_factory.mktemp("state"))
+@pytest.fixture
+def listing(planned_listing) -> dict:
+    return planned_listing
 
 
 def _lookup(name: str, host: str, **kw):
