@@ -135,6 +135,7 @@ def test_lynis_after_figure(site, converged):
     converge = {
         "command": f"ansible-playbook playbooks/site.yml -l {playbook.LIMIT} (the lab tests' session converge)",
         "exit_status": 0,
+        "seconds": round(converged[2], 1),
         "changed": sum(v["changed"] for v in first.values()),
         "failed_hosts": [],
     }
