@@ -2,9 +2,11 @@
 
 Uses the session lab of tests/lab/conftest.py (nalbach, bous and zentral) and its session
 fixture `converged` (the first `playbooks/site.yml -l nalbach,zentral`): asserts from the PLAY
-RECAP that the first run succeeds everywhere, that a second run reports changed=0 on every host
-and that `--check --diff` on the converged site reports no change. The converged site stays up
-for tests/lab/test_verify.py and test_rollout.py (conftest orders the modules).
+RECAP that the first run succeeds everywhere and that a second run reports changed=0 on every host.
+That check mode on the converged site reports no change is tests/lab/test_drift.py's first test
+(`basisit drift --kommune nalbach --zentral`: the same `--check --diff` run, with its recorder).
+The converged site stays up for tests/lab/test_verify.py and test_rollout.py (conftest orders the
+modules).
 """
 
 from __future__ import annotations
@@ -68,13 +70,3 @@ def test_second_run_changes_nothing(converged):
     changed = {h: v["changed"] for h, v in r.items() if v["changed"]}
     assert not changed, f"second run changed {changed}:\n{second.stdout[-8000:]}"
     print(f"idempotent re-run of {playbook.LIMIT}: {seconds:.1f} s")
-
-
-def test_check_mode_on_converged_site_changes_nothing(converged):
-    lab, first, _ = converged
-    if first.returncode != 0:
-        pytest.fail("the first run failed; see test_first_run_converges")
-    check, _ = playbook.run(lab, "--check", "--diff")
-    r = playbook.assert_recap(check, "--check --diff")
-    changed = {h: v["changed"] for h, v in r.items() if v["changed"]}
-    assert not changed, f"--check --diff reports changes {changed}:\n{check.stdout[-8000:]}"

@@ -56,11 +56,15 @@ def _host(lab, role: str):
 
 
 def test_converged_site_reports_no_drift(site):
-    p, doc = drift(site, "--kommune", KOMMUNE)
+    """Check mode (`--check --diff`) on the converged nalbach and zentral changes nothing."""
+    p, doc = drift(site, "--kommune", KOMMUNE, "--zentral")
     k = _site(doc)
     assert p.returncode == 0, f"{p.stdout[-6000:]}\n{p.stderr[-2000:]}"
     assert k["changes"] == [] and not k["failed"] and not k["unreachable"] and not k["error"]
     assert f"{KOMMUNE}: drift: 0 changes on 0 hosts" in p.stdout
+    (z,) = [s for s in doc["kommunen"] if s["kommune"] == "zentral"]
+    assert z["changes"] == [] and not z["failed"] and not z["unreachable"] and not z["error"], z
+    assert "zentral: drift: 0 changes on 0 hosts" in p.stdout, p.stdout[-3000:]
     assert {"nalbach-gw", "nalbach-dc1"} <= set(k["hosts"])
     print(f"drift phase of {KOMMUNE} (converged, clean): {k['seconds']:.1f} s")
 
