@@ -285,7 +285,7 @@ def _scale_rows(ro: dict) -> list[Row]:
 
 
 def _restore_rows() -> list[Row]:
-    """RTO of a lost DC (bench/restore.py; the lab test on branch rst-lab): destroyed to verified."""
+    """RTO of a lost DC (bench/restore.py, tests/lab/test_restore.py): destroyed to verified."""
     out: list[Row] = []
     for p in sorted(RESULTS.glob("restore-*.json")):
         r = json.loads(p.read_text(encoding="utf-8"))
@@ -383,7 +383,7 @@ def render() -> str:
         "- `bench/hardening.py`: Lynis in every role's host of a converged lab (nalbach + zentral),",
         "  hardening index and warnings per host, before and after the hardening fixes.",
         "- `bench/restore.py`: RTO of a lost domain controller in the lab (`basisit lab destroy`, then",
-        "  `basisit restore` until `basisit verify` passes).",
+        "  `basisit restore` until `basisit verify` passes); tests/lab/test_restore.py records it too.",
         "",
         "| what | figure | detail | machine | date |",
         "|---|---|---|---|---|",

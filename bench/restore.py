@@ -9,8 +9,8 @@ the restore (its steps: recreate; restore with the Kommune's converge; verify); 
 
     .venv/bin/python bench/restore.py --state /tmp/basisit-labtest/state [--kommune nalbach --host dc1]
 
-The lab test tests/lab/test_restore.py (on branch rst-lab until it passes in the lab) measures the
-same way on the lab tests' session lab and records its figure with `record()` when BASISIT_RESTORE_RESULTS names a file:
+tests/lab/test_restore.py measures the same way on the lab tests' session lab and records its
+figure with `record()` when BASISIT_RESTORE_RESULTS names a file:
 
     BASISIT_RESTORE_RESULTS=bench/results/restore-lab.json pytest -m lab tests/lab/test_converge.py tests/lab/test_restore.py
 
