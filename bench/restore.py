@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 
-import machine  # noqa: E402
+import machine  # noqa: E402 - bench/machine.py, found through the sys.path entries just above
 
 TARGET_SECONDS = 300
 RESULTS_ENV = "BASISIT_RESTORE_RESULTS"

@@ -14,6 +14,20 @@ ROOT = Path(__file__).resolve().parents[2]
 INVENTORY = ROOT / "inventory"
 
 
+def model_hosts(site, **extra) -> dict[str, dict]:
+    """The site facts' host records of a site as the model plans them (roles, addresses, the
+    management address as ansible_host), plus `extra` fields on every host (e.g. ansible_port)."""
+    return {
+        h.name: {
+            "roles": list(h.roles),
+            "addresses": {z: str(a) for z, a in h.addresses.items()},
+            "ansible_host": str(h.address),
+            **extra,
+        }
+        for h in site.hosts
+    }
+
+
 @pytest.fixture(autouse=True)
 def vault_key_home(tmp_path_factory, monkeypatch) -> Path:
     """Each test's own default vault key (basisit.secrets): never the developer's ~/.config one."""

@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import model_hosts
 
 from basisit import sitefacts
 from basisit.report import dashboard
@@ -111,14 +112,7 @@ def site_dir(tmp_path_factory) -> tuple[Path, Path]:
     state = tmp_path_factory.mktemp("state")
     for slug in ("bexbach", "mettlach", "nalbach"):
         site = estate.site(slug)
-        hosts = {
-            h.name: {
-                "roles": list(h.roles),
-                "addresses": {z: str(a) for z, a in h.addresses.items()},
-                "ansible_host": str(h.address),
-            }
-            for h in site.hosts
-        }
+        hosts = model_hosts(site)
         sitefacts.write(state, sitefacts.build(site, "lab", 1, hosts))
     db = history.path_in(state)
     nights = [  # (bexbach fails, mettlach fails, nalbach fails)

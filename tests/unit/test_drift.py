@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import model_hosts
 
 from basisit import sitefacts
 from basisit.drift import redact
@@ -69,15 +70,7 @@ PLAYBOOK = """\
 def fake_facts(state: Path, slug: str, port: int = 22) -> None:
     estate = load_estate(ROOT / "inventory")
     site = estate.site(slug)
-    hosts = {
-        h.name: {
-            "roles": list(h.roles),
-            "addresses": {z: str(a) for z, a in h.addresses.items()},
-            "ansible_host": str(h.address),
-            "ansible_port": port,
-        }
-        for h in site.hosts
-    }
+    hosts = model_hosts(site, ansible_port=port)
     ssh = {
         "user": "root",
         "private_key_file": str(state / "lab" / "id_ed25519"),

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+from conftest import model_hosts
 
 from basisit import restore, sitefacts
 from basisit.cli import UsageError
@@ -25,14 +26,7 @@ def estate():
 
 def _facts(state: Path, estate, slug: str, backend: str) -> None:
     site = estate.site(slug)
-    hosts = {
-        h.name: {
-            "roles": list(h.roles),
-            "addresses": {z: str(a) for z, a in h.addresses.items()},
-            "ansible_host": str(h.address),
-        }
-        for h in site.hosts
-    }
+    hosts = model_hosts(site)
     sitefacts.write(state, sitefacts.build(site, backend, estate.standard.version, hosts))
 
 

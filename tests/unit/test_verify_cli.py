@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import model_hosts
 
 from basisit import sitefacts
 from basisit.validate import load_estate
@@ -27,15 +28,7 @@ def fake_facts(state: Path, slug: str, port: int = 1) -> dict:
     nothing answers on: whether or not a lab is up, the hosts do not answer SSH."""
     estate = load_estate(ROOT / "inventory")
     site = estate.site(slug)
-    hosts = {
-        h.name: {
-            "roles": list(h.roles),
-            "addresses": {z: str(a) for z, a in h.addresses.items()},
-            "ansible_host": str(h.address),
-            "ansible_port": port,
-        }
-        for h in site.hosts
-    }
+    hosts = model_hosts(site, ansible_port=port)
     ssh = {
         "user": "root",
         "private_key_file": str(state / "lab" / "id_ed25519"),
